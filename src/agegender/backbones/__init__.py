@@ -1,0 +1,15 @@
+"""Pretrained image backbones (Keras 3, functional API)."""
+
+from agegender.backbones.efficientnet_lite import (
+    MEAN_RGB,
+    STD_RGB,
+    build_efficientnet_lite0,
+    default_weights_path,
+)
+
+__all__ = [
+    "MEAN_RGB",
+    "STD_RGB",
+    "build_efficientnet_lite0",
+    "default_weights_path",
+]

@@ -1,0 +1,139 @@
+"""Command line: ``agegender train | evaluate | predict``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .config import MODELS_DIR, RUNS_DIR
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
+    from .train import train
+
+    values = TrainConfig.from_json(args.config).to_dict() if args.config else {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        values[key.replace("-", "_")] = _parse_value(value)
+    for item in args.model_arg or []:
+        key, _, value = item.partition("=")
+        values.setdefault("model_kwargs", {})[key] = _parse_value(value)
+    config = TrainConfig.from_dict(values)
+    card = train(config, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir),
+                 fresh=args.fresh, verbose=2)
+    test = card["metrics"]["test"]
+    print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy "
+          f"{100 * test['gender_accuracy']:.1f} % ({card['training']['epochs_completed']} epochs, "
+          f"{card['training']['wall_seconds'] / 60:.1f} min)")
+    return 0
+
+
+def _train_vgg16(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .transfer import VGG16Recipe, train_vgg16_two_phase
+
+    values = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        values[key.replace("-", "_")] = _parse_value(value)
+    recipe = dataclasses.replace(VGG16Recipe(weights=None if args.weights == "none" else args.weights), **values)
+    card = train_vgg16_two_phase(recipe, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir))
+    test = card["metrics"]["test"]
+    print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy {100 * test['gender_accuracy']:.1f} %")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folder, format_report
+
+    metrics = evaluate_folder(args.folder, args.model, use_all=args.all)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(format_report(metrics, f"{metrics['model']} on the {metrics['subset']} images of {metrics['folder']}"))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor, format_results
+
+    predictor = Predictor.load(args.model)
+    results = predictor.predict_files(args.images, aligned=args.aligned, annotate_dir=args.annotate)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    ok = any("faces" in r for r in results)
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agegender", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (resumes an interrupted run of the same config)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (see agegender.config)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field, e.g. --set epochs=5")
+    p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model builder")
+    p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start again")
+    p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the final model and card go (default: models/)")
+    p.add_argument("--runs-dir", default=str(RUNS_DIR), help="checkpoints and history (default: runs/)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-vgg16", help="VGG16 transfer learning, two phases (heads, then block5)")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (Keras download, cached in ~/.keras/models), a local VGG16 notop .h5 file, "
+                        "or 'none' (random weights: tests only)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a VGG16Recipe field, e.g. --set head_epochs=3 --set limit=64")
+    p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
+    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--runs-dir", default=str(RUNS_DIR))
+    p.set_defaults(func=_train_vgg16)
+
+    p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder")
+    p.add_argument("folder", nargs="?", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
+    p.add_argument("--model", help="model .keras file (default: models/default.keras)")
+    p.add_argument("--all", action="store_true", help="evaluate on every image of the folder, not just the test split")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="age and gender for images")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--model", help="model .keras file (default: models/default.keras)")
+    p.add_argument("--aligned", action="store_true", help="each image is already a face crop as in UTKFace")
+    p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated copies of the images here")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .modelio import ModelFileError
+
+    try:
+        return args.func(args)
+    except (ModelFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Configuration in one place: paths, age bands and the training configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Repository root (``src/agegender/config.py`` -> three levels up).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = PROJECT_ROOT / "data"
+SAMPLE_DIR = DATA_DIR / "sample"
+MODELS_DIR = PROJECT_ROOT / "models"
+FIGURES_DIR = PROJECT_ROOT / "figures"
+RUNS_DIR = PROJECT_ROOT / "runs"
+
+#: Default model used by ``agegender predict``, the notebooks and the app.
+DEFAULT_MODEL_NAME = "default"
+
+#: Age bands used in every per-band report: (label, lowest age, highest age) inclusive.
+AGE_BANDS: tuple[tuple[str, int, int], ...] = (
+    ("0-12", 0, 12),
+    ("13-19", 13, 19),
+    ("20-39", 20, 39),
+    ("40-59", 40, 59),
+    ("60+", 60, 200),
+)
+RACES: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
+GENDERS: dict[int, str] = {0: "male", 1: "female"}
+MAX_AGE = 116
+
+
+def cache_dir() -> Path:
+    """Where preprocessed image arrays are cached (``AGEGENDER_CACHE`` overrides)."""
+    return Path(os.environ.get("AGEGENDER_CACHE", DATA_DIR / "cache"))
+
+
+def resolve_data_dir(folder: str | os.PathLike | None = None) -> Path:
+    """Where the UTKFace images are.
+
+    Order: the explicit argument, ``$UTKFACE_DIR``, ``data/UTKFace/``, then the
+    bundled sample ``data/sample/`` (a few hundred crops, enough to run everything).
+    """
+    if folder:
+        return Path(folder)
+    env = os.environ.get("UTKFACE_DIR")
+    if env:
+        return Path(env)
+    local = DATA_DIR / "UTKFace"
+    if local.is_dir() and any(local.iterdir()):
+        return local
+    return SAMPLE_DIR
+
+
+def default_model_path() -> Path:
+    """The project's default model (``AGEGENDER_MODEL`` overrides)."""
+    env = os.environ.get("AGEGENDER_MODEL")
+    if env:
+        return Path(env)
+    return MODELS_DIR / f"{DEFAULT_MODEL_NAME}.keras"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Saved in every model card."""
+
+    model: str = "seed_cnn"  # a name registered in agegender.models.BUILDERS
+    name: str | None = None  # output name under models/ (default: the model name)
+    image_size: int = 128
+    color_mode: str = "grayscale"  # "grayscale" or "rgb"
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # "adam" or "adamw"
+    weight_decay: float = 1e-4  # used by adamw
+    schedule: str = "constant"  # "constant" or "cosine"
+    warmup_epochs: float = 0.0
+    augment: bool = False
+    seed: int = 42
+    early_stopping_patience: int = 0  # 0 disables early stopping
+    max_train_minutes: float = 0.0  # 0 = no wall-clock budget; otherwise stop after the epoch that crosses it
+    limit: int = 0  # use only the first N images of each split (0 = all); for smoke tests
+    age_loss_weight: float = 1.0
+    gender_loss_weight: float = 1.0
+    gender_label_smoothing: float = 0.0
+    tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_weights: str | None = None  # start from these weights (.keras or .weights.h5), e.g. a previous phase
+
+    @property
+    def output_name(self) -> str:
+        return self.name or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,157 @@
+"""Metrics of a model on a labelled set: overall, baseline, by group, confusion, calibration."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .config import AGE_BANDS, GENDERS, RACES
+
+
+def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 256,
+                   tta_flip: bool = False) -> dict[str, np.ndarray]:
+    """Ages (years), P(female) and, for distribution models, the age distribution.
+
+    Calls the model directly on batches (no ``model.predict`` overhead).
+    With ``tta_flip`` the prediction is averaged with that of the mirrored image.
+    """
+    ages, probs, dists = [], [], []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size], dtype="float32")
+        out = _call(model, batch)
+        if tta_flip:
+            flipped = _call(model, batch[:, :, ::-1, :])
+            out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
+        ages.append(out["age_out"].reshape(-1))
+        probs.append(out["gender_out"].reshape(-1))
+        if "age_dist" in out:
+            dists.append(out["age_dist"])
+    result = {"age": np.concatenate(ages), "p_female": np.concatenate(probs)}
+    if dists:
+        result["age_dist"] = np.concatenate(dists)
+    return result
+
+
+def _call(model: keras.Model, batch: np.ndarray) -> dict[str, np.ndarray]:
+    out = model(batch, training=False)
+    return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+
+
+def age_band(ages: np.ndarray | pd.Series) -> np.ndarray:
+    labels = np.empty(len(ages), dtype=object)
+    for label, low, high in AGE_BANDS:
+        labels[(np.asarray(ages) >= low) & (np.asarray(ages) <= high)] = label
+    return labels
+
+
+def _group_table(frame: pd.DataFrame, by: str, order: list) -> list[dict[str, Any]]:
+    rows = []
+    for value in order:
+        part = frame[frame[by] == value]
+        if len(part) == 0:
+            continue
+        rows.append({"group": str(value), "n": int(len(part)), "age_mae": float(part["abs_err"].mean()),
+                     "gender_accuracy": float(part["gender_correct"].mean())})
+    return rows
+
+
+def calibration(p_female: np.ndarray, gender: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Reliability table of P(female) and the expected calibration error."""
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(p_female, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        mask = index == b
+        if not mask.any():
+            continue
+        mean_p, observed = float(p_female[mask].mean()), float(gender[mask].mean())
+        ece += mask.mean() * abs(mean_p - observed)
+        table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(mask.sum()),
+                      "mean_predicted": mean_p, "observed_female": observed})
+    return {"ece": float(ece), "bins": table}
+
+
+def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np.ndarray,
+                         train_ages: np.ndarray | None = None, train_genders: np.ndarray | None = None) -> dict[str, Any]:
+    """All metrics for predictions on the rows of ``frame`` (columns age, gender, race).
+
+    The trivial baseline predicts the median age and the majority gender of the
+    training rows when given, else of ``frame`` itself.
+    """
+    age_true = frame["age"].to_numpy(dtype=float)
+    gender_true = frame["gender"].to_numpy(dtype=int)
+    gender_pred = (np.asarray(p_female) >= 0.5).astype(int)
+    table = pd.DataFrame({
+        "age": age_true, "abs_err": np.abs(np.asarray(age_pred, dtype=float) - age_true),
+        "gender": gender_true, "gender_correct": gender_pred == gender_true,
+        "band": age_band(age_true), "race": frame["race"].map(lambda r: RACES.get(r, "unknown") if pd.notna(r) else "unknown").to_numpy(),
+        "gender_name": [GENDERS[g] for g in gender_true],
+    })
+    base_ages = age_true if train_ages is None else np.asarray(train_ages)
+    base_genders = gender_true if train_genders is None else np.asarray(train_genders)
+    median_age = float(np.median(base_ages))
+    majority = int(np.mean(base_genders) >= 0.5)
+    confusion = [[int(((gender_true == t) & (gender_pred == p)).sum()) for p in (0, 1)] for t in (0, 1)]
+    return {
+        "n": int(len(frame)),
+        "age_mae": float(table["abs_err"].mean()),
+        "age_rmse": float(np.sqrt(np.mean(table["abs_err"] ** 2))),
+        "gender_accuracy": float(table["gender_correct"].mean()),
+        "baseline": {"age": median_age, "age_mae": float(np.abs(age_true - median_age).mean()),
+                     "gender": GENDERS[majority], "gender_accuracy": float((gender_true == majority).mean())},
+        "by_age_band": _group_table(table, "band", [b[0] for b in AGE_BANDS]),
+        "by_race": _group_table(table, "race", list(RACES.values()) + ["unknown"]),
+        "by_gender": _group_table(table, "gender_name", list(GENDERS.values())),
+        "confusion_matrix": {"labels": ["male", "female"], "rows_true_cols_predicted": confusion},
+        "gender_calibration": calibration(np.asarray(p_female, dtype=float), gender_true),
+    }
+
+
+def format_report(metrics: dict[str, Any], title: str = "") -> str:
+    """A plain-text report of :func:`evaluate_predictions` output."""
+    lines = [title] if title else []
+    base = metrics["baseline"]
+    lines.append(f"n={metrics['n']}  age MAE {metrics['age_mae']:.2f} y  gender accuracy "
+                 f"{100 * metrics['gender_accuracy']:.1f} %")
+    lines.append(f"baseline (median age {base['age']:.0f}, always {base['gender']}): age MAE "
+                 f"{base['age_mae']:.2f} y, gender accuracy {100 * base['gender_accuracy']:.1f} %")
+    for key, label in (("by_age_band", "age band"), ("by_race", "race"), ("by_gender", "gender")):
+        lines.append(f"{label:>10}  {'n':>6}  {'age MAE':>8}  {'gender acc':>10}")
+        for row in metrics[key]:
+            lines.append(f"{row['group']:>10}  {row['n']:>6}  {row['age_mae']:>8.2f}  {100 * row['gender_accuracy']:>9.1f}%")
+    cm = metrics["confusion_matrix"]["rows_true_cols_predicted"]
+    lines.append(f"confusion (true rows male/female, predicted cols male/female): {cm}")
+    lines.append(f"gender calibration ECE: {metrics['gender_calibration']['ece']:.3f}")
+    return "\n".join(lines)
+
+
+def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathLike | None = None, *,
+                    use_all: bool = False, batch_size: int = 256) -> dict[str, Any]:
+    """Evaluate a saved model on the test split of a UTKFace folder (or all of it)."""
+    from .config import default_model_path, resolve_data_dir
+    from .data import SkipReport, dataset_fingerprint, load_utkface
+    from .modelio import load_model
+    from .preprocess import load_split_arrays
+
+    model_path = model_path or default_model_path()
+    model, card = load_model(model_path)
+    spec = card["input"]
+    report = SkipReport()
+    frame = load_utkface(folder, report=report)
+    train = frame[frame["split"] == "train"]
+    subset = frame if use_all else frame[frame["split"] == "test"]
+    if subset.empty:
+        raise ValueError("no test-split images in this folder; use --all to evaluate on all of it")
+    images, rows, errors = load_split_arrays(subset, spec["image_size"], spec["color_mode"], progress=False)
+    preds = predict_arrays(model, images, batch_size=batch_size, tta_flip=card.get("tta_flip", False))
+    metrics = evaluate_predictions(rows, preds["age"], preds["p_female"],
+                                   train["age"].to_numpy() if not use_all and len(train) else None,
+                                   train["gender"].to_numpy() if not use_all and len(train) else None)
+    metrics.update({"model": str(model_path), "folder": str(resolve_data_dir(folder)),
+                    "subset": "all" if use_all else "test", "data_fingerprint": dataset_fingerprint(frame),
+                    "skipped": report.to_dict(), "undecodable": len(errors)})
+    return metrics

@@ -1,0 +1,103 @@
+"""Decoding one image safely: every way an image can be bad becomes an :class:`ImageError`."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Refuse images above this many pixels before decoding them (decompression bombs).
+MAX_PIXELS = 64_000_000
+COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3)}
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with a message a person can act on."""
+
+
+def channels(color_mode: str) -> int:
+    return COLOR_MODES[_check_mode(color_mode)][1]
+
+
+def _check_mode(color_mode: str) -> str:
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"color_mode must be one of {sorted(COLOR_MODES)}, not {color_mode!r}")
+    return color_mode
+
+
+def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image as RGB, honouring EXIF orientation.
+
+    Transparent pixels are composited on white; grayscale and palette images
+    become RGB. Raises :class:`ImageError` for missing, empty, non-image,
+    truncated, corrupt or oversized files.
+    """
+    label = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise ImageError(f"{label}: empty file")
+        handle = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{label}: no such file")
+        if path.stat().st_size == 0:
+            raise ImageError(f"{label}: empty file (0 bytes)")
+        handle = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(handle)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(f"{label}: {width}x{height} pixels is more than the limit of "
+                                 f"{max_pixels:,} (possible decompression bomb)")
+            img.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image file (format not recognised)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: too many pixels (possible decompression bomb): {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB")
+
+
+def to_model_input(img: Image.Image, image_size: int, color_mode: str) -> np.ndarray:
+    """Resize a decoded image to ``image_size`` squared, as uint8 HxWxC."""
+    mode, _ = COLOR_MODES[_check_mode(color_mode)]
+    img = img.convert(mode)
+    if img.size != (image_size, image_size):
+        img = img.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
+    array = np.asarray(img, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def load_for_model(source: str | os.PathLike | bytes, image_size: int, color_mode: str) -> np.ndarray:
+    """Decode a file (an aligned face crop) straight to the model's input size.
+
+    JPEGs are decoded at a reduced scale when that is still at least the target
+    size (PIL's draft mode), which is what makes preprocessing fast.
+    """
+    _check_mode(color_mode)
+    if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith((".jpg", ".jpeg")):
+        try:
+            with Image.open(source) as probe:
+                if probe.format == "JPEG" and probe.size[0] * probe.size[1] <= MAX_PIXELS:
+                    probe.draft(COLOR_MODES[color_mode][0], (image_size, image_size))
+                    probe.load()
+                    if not probe.getexif().get(0x0112, 1) > 1:  # no EXIF rotation to honour
+                        return to_model_input(probe, image_size, color_mode)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            pass  # fall through to the careful path, which explains the problem
+    return to_model_input(open_image(source), image_size, color_mode)

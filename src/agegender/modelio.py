@@ -1,0 +1,85 @@
+"""Saving and loading models with their JSON model cards, atomically and with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from . import models as _models  # noqa: F401  (registers the custom layers for loading)
+
+
+class ModelFileError(RuntimeError):
+    """A model file that is missing, damaged or lacks its model card."""
+
+
+def card_path(model_path: str | os.PathLike) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2, default=str)
+        handle.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, card: dict | None = None) -> Path:
+    """Write ``model`` (Keras format) and its card so that a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if card is not None:
+        write_json_atomic(card_path(path), card)
+    return path
+
+
+def read_card(model_path: str | os.PathLike) -> dict:
+    path = card_path(model_path)
+    if not path.is_file():
+        raise ModelFileError(f"model card {path} is missing; it says how to preprocess inputs for {model_path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"model card {path} is damaged: {exc}") from None
+
+
+def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras.Model, dict]:
+    """Load a model and its card; raise :class:`ModelFileError` with the reason if either is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} not found. Train one with `agegender train` "
+                             f"(see README) or pass --model PATH to an existing .keras file.")
+    card = read_card(path)
+    try:
+        model = keras.saving.load_model(path, compile=compile)
+    except Exception as exc:  # zip, h5 and config errors all mean the same thing to the user
+        raise ModelFileError(f"model file {path} is damaged or not a Keras model: {type(exc).__name__}: {exc}") from None
+    return model, card
+
+
+def list_models(folder: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """Models with readable cards in ``folder``, newest first."""
+    found = []
+    for path in sorted(Path(folder).glob("*.keras")):
+        try:
+            found.append((path, read_card(path)))
+        except ModelFileError:
+            continue
+    return sorted(found, key=lambda item: item[1].get("created", ""), reverse=True)

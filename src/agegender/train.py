@@ -1,0 +1,230 @@
+"""Training: config -> cached arrays -> tf.data -> fit with per-epoch checkpoints -> model + card.
+
+Run state lives in ``runs/<name>/``: ``checkpoint.keras`` (model and optimizer,
+written atomically after every epoch), ``state.json`` (epochs done, wall time,
+history) and ``config.json``. Running the same command again resumes from the
+last completed epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
+from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts
+from .evaluate import evaluate_predictions, predict_arrays
+from .images import channels
+from .modelio import save_model_atomic, write_json_atomic
+from .models import build_model
+from .pipeline import make_dataset
+from .preprocess import load_split_arrays
+
+log = logging.getLogger(__name__)
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: Any = config.learning_rate
+    if config.schedule == "cosine":
+        total = max(1, config.epochs * steps_per_epoch)
+        warmup = int(config.warmup_epochs * steps_per_epoch)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.learning_rate * (0.01 if warmup else 1.0), decay_steps=total - warmup,
+            alpha=0.01, warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    elif config.schedule != "constant":
+        raise ValueError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}")
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    raise ValueError(f"optimizer must be 'adam' or 'adamw', not {config.optimizer!r}")
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    losses = {"gender_out": keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing),
+              "age_out": keras.losses.MeanAbsoluteError()}
+    weights = {"gender_out": config.gender_loss_weight, "age_out": config.age_loss_weight}
+    metrics = {"gender_out": [keras.metrics.BinaryAccuracy(name="accuracy")],
+               "age_out": [keras.metrics.MeanAbsoluteError(name="mae")]}
+    if "age_dist" in model.output_names:
+        # Label-distribution learning: KL to a Gaussian around the true age, plus L1 on its mean.
+        losses["age_dist"] = keras.losses.KLDivergence()
+        weights["age_dist"] = config.age_loss_weight
+        weights["age_out"] = 0.1 * config.age_loss_weight
+    model.compile(optimizer=_optimizer(config, steps_per_epoch), loss=losses, loss_weights=weights,
+                  metrics=metrics)
+
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget."""
+
+    def __init__(self, run_dir: Path, state: dict, budget_seconds: float):
+        super().__init__()
+        self.run_dir, self.state, self.budget = run_dir, state, budget_seconds
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        self.state["elapsed_seconds"] += seconds
+        self.state["epoch_seconds"].append(seconds)
+        self.state["epochs_done"] = epoch + 1
+        self.state["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
+        write_json_atomic(self.run_dir / "state.json", self.state)
+        pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
+        if self.budget and self.state["elapsed_seconds"] + float(np.mean(self.state["epoch_seconds"])) > self.budget:
+            log.warning("stopping after epoch %d: the next epoch would exceed the %.0f-minute budget",
+                        epoch + 1, self.budget / 60)
+            self.state["stopped_by_budget"] = True
+            write_json_atomic(self.run_dir / "state.json", self.state)
+            self.model.stop_training = True
+
+
+def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple[dict, dict]:
+    report = SkipReport()
+    frame = load_utkface(folder, report=report)
+    arrays: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
+    undecodable: dict[str, str] = {}
+    for split in SPLIT_FRACTIONS:
+        part = frame[frame["split"] == split]
+        if config.limit:
+            part = part.head(config.limit)
+        if part.empty:
+            raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty; need more images")
+        images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode)
+        undecodable.update(errors)
+        arrays[split] = (images, rows)
+    data_info = {"folder": str(resolve_data_dir(folder)), "count": int(len(frame)),
+                 "fingerprint": dataset_fingerprint(frame), "split_counts": split_counts(frame),
+                 "used_counts": {s: int(len(a[1])) for s, a in arrays.items()},
+                 "skipped": report.to_dict(), "undecodable": len(undecodable),
+                 "split": {"method": "sha1(file name) -> uniform in [0,1) -> train < 0.8 <= val < 0.9 <= test",
+                           "fractions": SPLIT_FRACTIONS}}
+    return arrays, data_info
+
+
+def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, models_dir: Path = MODELS_DIR,
+          runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
+    """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card."""
+    keras.utils.set_random_seed(config.seed)
+    run_dir = runs_dir / config.output_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arrays, data_info = _load_arrays(config, folder)
+    (x_train, train_rows), (x_val, val_rows) = arrays["train"], arrays["val"]
+    steps = int(np.ceil(len(x_train) / config.batch_size))
+    distribution = False
+
+    state_file, checkpoint = run_dir / "state.json", run_dir / "checkpoint.keras"
+    saved_config = run_dir / "config.json"
+    resume = (not fresh and checkpoint.exists() and state_file.exists() and saved_config.exists()
+              and json.loads(saved_config.read_text()) == config.to_dict())
+    if resume:
+        state = json.loads(state_file.read_text())
+        model = keras.saving.load_model(checkpoint)  # compiled, with the optimizer state
+        log.info("resuming %s after epoch %d", config.output_name, state["epochs_done"])
+    else:
+        state = {"epochs_done": 0, "elapsed_seconds": 0.0, "epoch_seconds": [], "history": []}
+        model = build_model(config.model, config.image_size, channels(config.color_mode), **config.model_kwargs)
+        if config.init_weights:
+            load_weights_from(model, config.init_weights)
+        compile_model(model, config, steps)
+        write_json_atomic(saved_config, config.to_dict())
+    distribution = "age_dist" in model.output_names
+
+    def dataset(images, rows, training):
+        return make_dataset(images, rows["age"].to_numpy(), rows["gender"].to_numpy(), batch_size=config.batch_size,
+                            training=training, augment=config.augment and training, seed=config.seed,
+                            age_distribution=distribution)
+
+    callbacks: list[keras.callbacks.Callback] = [
+        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
+    if config.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", patience=config.early_stopping_patience,
+                                                       restore_best_weights=True))
+    if state["epochs_done"] < config.epochs and not state.get("stopped_by_budget"):
+        model.fit(dataset(x_train, train_rows, True), validation_data=dataset(x_val, val_rows, False),
+                  epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose)
+
+    card = model_card(model, config, data_info, state, arrays, train_rows)
+    save_model_atomic(inference_copy(model), models_dir / f"{config.output_name}.keras", card)
+    write_json_atomic(run_dir / "card.json", card)
+    return card
+
+
+def load_weights_from(model: keras.Model, path: str | os.PathLike) -> None:
+    """Weights of a saved model (``.keras``) or weights file (``.weights.h5``), matched by layer path.
+
+    Matching by path, not by order, keeps this right when the phases differ in which layers train.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"initial weights {path} not found (train the previous phase first)")
+    if path.suffix == ".keras":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            weights = Path(tmp) / "init.weights.h5"
+            keras.saving.load_model(path, compile=False).save_weights(weights)
+            model.load_weights(weights)
+    else:
+        model.load_weights(path)
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The same network without optimizer state (a third of the file size of a checkpoint)."""
+    copy = keras.Model.from_config(model.get_config())
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
+               arrays: dict, train_rows: pd.DataFrame) -> dict[str, Any]:
+    """Everything a consumer needs: input spec, provenance, timings and metrics."""
+    tta = config.tta_flip
+    metrics = {}
+    for split in ("val", "test"):
+        images, rows = arrays[split]
+        preds = predict_arrays(model, images, tta_flip=tta)
+        metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
+                                              train_rows["age"].to_numpy(), train_rows["gender"].to_numpy())
+    seconds = state["epoch_seconds"]
+    images_per_epoch = len(arrays["train"][0])
+    return {
+        "name": config.output_name,
+        "architecture": config.model,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": int(model.count_params()),
+        "input": {"image_size": config.image_size, "color_mode": config.color_mode,
+                  "scaling": "float32 pixels in 0..255; the model normalises them itself",
+                  "face_crop": "UTKFace aligned crop (face centred, whole head visible)"},
+        "outputs": {"gender_out": "P(female)", "age_out": "age in years",
+                    **({"age_dist": "P(age = 0..116)"} if "age_dist" in model.output_names else {})},
+        "tta_flip": tta,
+        "config": config.to_dict(),
+        "data": data_info,
+        "training": {
+            "epochs_completed": state["epochs_done"], "epochs_planned": config.epochs,
+            "stopped_by_budget": bool(state.get("stopped_by_budget")),
+            "wall_seconds": round(state["elapsed_seconds"], 1),
+            "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
+            "images_per_second": round(images_per_epoch / float(np.mean(seconds)), 1) if seconds else None,
+            "backend": keras.backend.backend(), "keras": keras.__version__, "tensorflow": tf.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "history": state["history"],
+        },
+        "metrics": metrics,
+    }

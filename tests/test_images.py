@@ -1,0 +1,233 @@
+"""Decoding single images: every bad input is an ImageError with a specific message."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agegender.images import MAX_PIXELS, ImageError, channels, load_for_model, open_image, to_model_input
+
+from conftest import BAD_FILES, garbage_after_jfif_header, jpeg_bytes, png_declaring
+
+BY_KIND = {kind: name for name, kind in BAD_FILES.items()}
+
+
+def bad(bad_folder, kind):
+    return bad_folder / BY_KIND[kind]
+
+
+# -- errors -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("loader", ["open_image", "load_for_model"])
+@pytest.mark.parametrize("kind, message", [
+    ("text", "not an image file"),
+    ("empty", "empty file"),
+    ("truncated", "corrupt or truncated"),
+    ("corrupt", "corrupt or truncated"),
+    ("bomb", "decompression bomb"),
+])
+def test_bad_files_raise_specific_image_error(bad_folder, loader, kind, message):
+    path = bad(bad_folder, kind)
+    with pytest.raises(ImageError) as info:
+        if loader == "open_image":
+            open_image(path)
+        else:
+            load_for_model(path, 64, "grayscale")
+    text = str(info.value)
+    assert message in text
+    assert str(path) in text  # says which file
+
+
+def test_missing_file(tmp_path):
+    for loader in (lambda p: open_image(p), lambda p: load_for_model(p, 32, "rgb")):
+        with pytest.raises(ImageError, match="no such file"):
+            loader(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="no such file"):
+        open_image(tmp_path)  # a directory is not a file
+
+
+def test_bytes_input(bad_folder, good_names):
+    with pytest.raises(ImageError, match="empty file"):
+        open_image(b"")
+    with pytest.raises(ImageError, match="not an image file"):
+        open_image(b"hello world, not an image")
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        open_image(bad(bad_folder, "truncated").read_bytes())
+    img = open_image((bad_folder / good_names[0]).read_bytes())
+    assert img.mode == "RGB" and img.size == (200, 200)
+
+
+def test_bomb_png_is_tiny_and_declares_huge_size(bad_folder, monkeypatch):
+    path = bad(bad_folder, "bomb")
+    assert path.stat().st_size < 200
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    with Image.open(path) as img:  # PIL reads the header without decoding
+        assert img.size == (20000, 20000)
+
+
+def test_corrupt_jpeg_header_is_valid(bad_folder):
+    with Image.open(bad(bad_folder, "corrupt")) as img:  # opens (headers fine), fails only when decoded
+        assert img.format == "JPEG" and img.size == (200, 200)
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: a file with a JPEG signature whose markers are garbage is "
+                                       "reported as 'not an image file (format not recognised)'")
+def test_jpeg_signature_with_garbage_is_reported_corrupt(bad_folder, good_names):
+    blob = garbage_after_jfif_header((bad_folder / good_names[0]).read_bytes())
+    with pytest.raises(ImageError, match="corrupt"):
+        open_image(blob)
+
+
+def test_own_pixel_limit_below_pil_limit(tmp_path):
+    # 9000 x 9000 = 81 M pixels: under PIL's own bomb threshold, over MAX_PIXELS
+    assert 9000 * 9000 > MAX_PIXELS
+    path = tmp_path / "big.png"
+    path.write_bytes(png_declaring(9000, 9000))
+    with pytest.raises(ImageError, match="9000x9000 pixels is more than the limit"):
+        open_image(path)
+    with pytest.raises(ImageError, match="pixels"):
+        load_for_model(path, 64, "rgb")
+
+
+def test_max_pixels_argument(bad_folder, good_names):
+    path = bad_folder / good_names[0]
+    with pytest.raises(ImageError, match="200x200 pixels is more than the limit of 1,000"):
+        open_image(path, max_pixels=1000)
+    assert open_image(path, max_pixels=200 * 200).size == (200, 200)
+
+
+def test_image_error_is_value_error():
+    assert issubclass(ImageError, ValueError)
+
+
+# -- conversions ------------------------------------------------------------------------------------
+def test_png_alpha_composited_on_white(bad_folder):
+    path = bad(bad_folder, "alpha")
+    with Image.open(path) as raw:
+        assert raw.mode == "RGBA"
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (200, 200)
+    array = np.asarray(img)
+    assert (array[0] == 255).all()  # alpha 0 on the top row -> white
+    opaque = np.asarray(Image.open(path).convert("RGB"))
+    assert np.abs(array[-1].astype(int) - opaque[-1].astype(int)).max() <= 2  # alpha 255 on the bottom row
+
+
+def test_grayscale_jpeg_to_rgb(bad_folder):
+    path = bad(bad_folder, "grayscale")
+    with Image.open(path) as raw:
+        assert raw.mode == "L"
+    img = open_image(path)
+    assert img.mode == "RGB"
+    array = np.asarray(img)
+    assert (array[..., 0] == array[..., 1]).all() and (array[..., 1] == array[..., 2]).all()
+    assert load_for_model(path, 48, "rgb").shape == (48, 48, 3)
+    assert load_for_model(path, 48, "grayscale").shape == (48, 48, 1)
+
+
+def test_webp_to_rgb(bad_folder):
+    path = bad(bad_folder, "webp")
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (200, 200)
+    assert load_for_model(path, 64, "rgb").shape == (64, 64, 3)
+
+
+def test_palette_png_with_transparency(tmp_path):
+    img = Image.new("P", (10, 10), 0)
+    img.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    img.paste(1, (0, 5, 10, 10))
+    path = tmp_path / "p.png"
+    img.save(path, transparency=0)
+    out = np.asarray(open_image(path))
+    assert out.shape == (10, 10, 3)
+    assert (out[0, 0] == 255).all()  # transparent palette index -> white
+    assert tuple(out[9, 9]) == (255, 0, 0)
+
+
+def _half_and_half(width=40, height=20) -> Image.Image:
+    """Left half red, right half blue."""
+    img = Image.new("RGB", (width, height), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, width // 2, height))
+    return img
+
+
+def _with_orientation(img: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return jpeg_bytes(img, quality=95, exif=exif.tobytes())
+
+
+def test_exif_orientation_honoured(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_with_orientation(_half_and_half(), 6))
+    with Image.open(path) as raw:
+        assert raw.size == (40, 20)
+    img = open_image(path)
+    assert img.size == (20, 40)  # transposed
+    array = np.asarray(img).astype(int)
+    # orientation 6 = rotate 90 degrees clockwise to display: the left (red) half ends up on top
+    assert array[2, 10, 0] > 200 and array[2, 10, 2] < 60
+    assert array[-3, 10, 2] > 200 and array[-3, 10, 0] < 60
+
+
+def test_exif_orientation_honoured_by_fast_path(tmp_path):
+    """load_for_model's JPEG draft path must not skip the EXIF rotation."""
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(_with_orientation(_half_and_half(80, 40), 6))
+    array = load_for_model(path, 32, "rgb").astype(int)
+    assert array.shape == (32, 32, 3)
+    assert array[3, 16, 0] > 200 and array[3, 16, 2] < 60  # top is red
+    assert array[-4, 16, 2] > 200 and array[-4, 16, 0] < 60  # bottom is blue
+    plain = tmp_path / "plain.jpg"
+    plain.write_bytes(_with_orientation(_half_and_half(80, 40), 1))
+    array = load_for_model(plain, 32, "rgb").astype(int)
+    assert array[16, 3, 0] > 200 and array[16, -4, 2] > 200  # left red, right blue
+
+
+# -- model input ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode, c", [("grayscale", 1), ("rgb", 3)])
+def test_to_model_input_shapes(mode, c):
+    img = _half_and_half(50, 30)
+    array = to_model_input(img, 24, mode)
+    assert array.shape == (24, 24, c) and array.dtype == np.uint8
+    assert channels(mode) == c
+
+
+def test_bad_color_mode():
+    with pytest.raises(ValueError, match="color_mode"):
+        to_model_input(_half_and_half(), 24, "cmyk")
+    with pytest.raises(ValueError, match="color_mode"):
+        load_for_model(b"", 24, "bgr")
+
+
+@pytest.mark.parametrize("mode", ["grayscale", "rgb"])
+def test_fast_path_matches_careful_path(bad_folder, good_names, mode):
+    """JPEG draft decoding is an optimisation: it must give (nearly) the same pixels."""
+    for name in good_names[:3]:
+        path = bad_folder / name
+        fast = load_for_model(path, 64, mode).astype(int)
+        careful = to_model_input(open_image(path), 64, mode).astype(int)
+        assert fast.shape == careful.shape
+        assert np.abs(fast - careful).mean() < 4.0
+
+
+def test_bytes_to_model_input(bad_folder, good_names):
+    data = (bad_folder / good_names[0]).read_bytes()
+    array = load_for_model(data, 40, "grayscale")
+    assert array.shape == (40, 40, 1) and array.dtype == np.uint8
+    assert 20 < array.mean() < 235  # a face, not a blank image
+
+
+def test_cmyk_jpeg(tmp_path):
+    img = Image.new("CMYK", (30, 30), (0, 255, 255, 0))  # red in CMYK
+    buffer = io.BytesIO()
+    img.save(buffer, format="JPEG")
+    path = tmp_path / "cmyk.jpg"
+    path.write_bytes(buffer.getvalue())
+    out = open_image(path)
+    assert out.mode == "RGB"
+    r, g, b = np.asarray(out)[15, 15].astype(int)
+    assert r > 200 and g < 60 and b < 60
+    assert load_for_model(path, 16, "rgb").shape == (16, 16, 3)
