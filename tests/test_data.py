@@ -41,8 +41,6 @@ def test_parse_filename_real_oddities(name, expected):
     assert parse_filename(name) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: an invalid race digit is read as the datetime stamp, "
-                                       "so the name parses with race=None instead of raising")
 def test_parse_filename_rejects_invalid_race():
     with pytest.raises(UnparsableName):
         parse_filename("25_0_5_20170116174525125.jpg")
@@ -184,7 +182,7 @@ def test_load_utkface_empty_folder(tmp_path):
 
 def test_load_utkface_folder_of_only_bad_files(tmp_path):
     (tmp_path / "hello.jpg").write_bytes(b"x")
-    (tmp_path / "20_0_0_2017.jpg").write_bytes(b"")
+    (tmp_path / "20_0_0_20170109150557335.jpg").write_bytes(b"")
     with pytest.raises(ValueError) as info:
         load_utkface(tmp_path)
     text = str(info.value)

@@ -72,8 +72,6 @@ def test_corrupt_jpeg_header_is_valid(bad_folder):
         assert img.format == "JPEG" and img.size == (200, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: a file with a JPEG signature whose markers are garbage is "
-                                       "reported as 'not an image file (format not recognised)'")
 def test_jpeg_signature_with_garbage_is_reported_corrupt(bad_folder, good_names):
     blob = garbage_after_jfif_header((bad_folder / good_names[0]).read_bytes())
     with pytest.raises(ImageError, match="corrupt"):

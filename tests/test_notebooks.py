@@ -80,3 +80,16 @@ def test_06_transfer_vgg16_mechanics(workdir):
     assert records["params_block5_True"] == [34_148_546, 26_513_154]
     assert records["phases"] == 2
     assert records["predicted_faces"] == 3
+
+
+def test_05_train_best(workdir):
+    models = workdir / "models"
+    records = run("05_train_best", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models),
+                  runs_dir=str(workdir / "runs"), compare_with=[str(models / "nb_seed.keras")],
+                  overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0,
+                             "name": "nb_agenet"})
+    assert 0 < records["test_age_mae"] < 60
+    names = [row["model"] for row in records["comparison"]]
+    assert names[-1] == "nb_agenet"
+    # the comparison re-evaluates the trained model on the same split: it must agree with the card
+    assert records["comparison"][-1]["test age MAE"] == pytest.approx(records["test_age_mae"], abs=0.01)

@@ -107,14 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder")
     p.add_argument("folder", nargs="?", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
-    p.add_argument("--model", help="model .keras file (default: models/default.keras)")
+    p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
     p.add_argument("--all", action="store_true", help="evaluate on every image of the folder, not just the test split")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="age and gender for images")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--model", help="model .keras file (default: models/default.keras)")
+    p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
     p.add_argument("--aligned", action="store_true", help="each image is already a face crop as in UTKFace")
     p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print one JSON array")

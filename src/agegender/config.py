@@ -18,7 +18,7 @@ FIGURES_DIR = PROJECT_ROOT / "figures"
 RUNS_DIR = PROJECT_ROOT / "runs"
 
 #: Default model used by ``agegender predict``, the notebooks and the app.
-DEFAULT_MODEL_NAME = "default"
+DEFAULT_MODEL_NAME = "agenet"
 
 #: Age bands used in every per-band report: (label, lowest age, highest age) inclusive.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
-_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<stamp>\d+)(?:\D.*)?$")
+_NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<stamp>\d{8,})(?:\D.*)?$")
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"BM")
 
 

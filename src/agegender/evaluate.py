@@ -155,3 +155,27 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
                     "subset": "all" if use_all else "test", "data_fingerprint": dataset_fingerprint(frame),
                     "skipped": report.to_dict(), "undecodable": len(errors)})
     return metrics
+
+
+def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per model, all evaluated on the same test split: overall, per age band, cost."""
+    from .modelio import read_card
+
+    rows = []
+    for path in model_paths:
+        metrics, card = evaluate_folder(folder, path), read_card(path)
+        training = card.get("training", {})
+        row = {"model": card.get("name", os.path.basename(str(path))), "parameters": card.get("parameters"),
+               "input": f"{card['input']['image_size']}px {card['input']['color_mode']}",
+               "test age MAE": round(metrics["age_mae"], 2),
+               "test gender acc %": round(100 * metrics["gender_accuracy"], 1)}
+        row.update({f"MAE {b['group']}": round(b["age_mae"], 2) for b in metrics["by_age_band"]})
+        row.update({"acc female %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
+                                          if g["group"] == "female"), None),
+                    "acc male %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
+                                        if g["group"] == "male"), None),
+                    "epochs": training.get("epochs_completed"),
+                    "train minutes": round(training.get("wall_seconds", 0) / 60, 1),
+                    "file MB": round(os.path.getsize(path) / 2**20, 1)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")

@@ -29,6 +29,18 @@ def _check_mode(color_mode: str) -> str:
     return color_mode
 
 
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _has_image_signature(source: str | os.PathLike | bytes) -> bool:
+    if isinstance(source, (bytes, bytearray)):
+        head = bytes(source[:12])
+    else:
+        with open(source, "rb") as handle:
+            head = handle.read(12)
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
 def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image as RGB, honouring EXIF orientation.
 
@@ -60,6 +72,9 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
     except ImageError:
         raise
     except UnidentifiedImageError:
+        if _has_image_signature(source):
+            raise ImageError(f"{label}: corrupt or truncated image (its header says it is an image, "
+                             "but it cannot be decoded)") from None
         raise ImageError(f"{label}: not an image file (format not recognised)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label}: too many pixels (possible decompression bomb): {exc}") from None

@@ -147,7 +147,9 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
 
     def dataset(images, rows, training):
         return make_dataset(images, rows["age"].to_numpy(), rows["gender"].to_numpy(), batch_size=config.batch_size,
-                            training=training, augment=config.augment and training, seed=config.seed,
+                            training=training, augment=config.augment and training,
+                            # a resumed run must not replay epoch 1's shuffle and augmentation draws
+                            seed=config.seed + state["epochs_done"],
                             age_distribution=distribution)
 
     callbacks: list[keras.callbacks.Callback] = [
@@ -157,7 +159,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                                                        restore_best_weights=True))
     if state["epochs_done"] < config.epochs and not state.get("stopped_by_budget"):
         model.fit(dataset(x_train, train_rows, True), validation_data=dataset(x_val, val_rows, False),
-                  epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose)
+                  epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
+                  shuffle=False)  # the dataset shuffles itself
 
     card = model_card(model, config, data_info, state, arrays, train_rows)
     save_model_atomic(inference_copy(model), models_dir / f"{config.output_name}.keras", card)

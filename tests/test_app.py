@@ -1,0 +1,380 @@
+"""The Streamlit app (through Streamlit's AppTest) and the live tracker.
+
+AppTest runs ``src/agegender/app.py`` in this process with simulated widgets:
+``file_uploader.set_value`` and ``camera_input.set_value`` deliver the bytes just as
+a browser upload would (size limits in the browser are the browser tests' business).
+The tracker tests and the tests of the app's plain functions need no model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agegender.live import FaceTracker, LiveAnnotator, TrackedFace, iou, p_female_of
+from agegender.predict import FacePrediction
+
+from conftest import corrupt_jpeg, jpeg_bytes, png_declaring
+
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "src" / "agegender" / "app.py"
+ASSETS = Path(__file__).resolve().parent / "assets"
+WILD = REPO.parent / "shared" / "datasets" / "wild_samples"
+
+
+# -- inputs -----------------------------------------------------------------------------------------
+def face_photo() -> Path:
+    """A real photo with one face: from shared/ when present, else the committed asset."""
+    shared = WILD / "known_persons" / "fr_obama.jpg"
+    return shared if shared.is_file() else ASSETS / "face.jpg"
+
+
+def group_photo() -> tuple[Path, int]:
+    """A photo with several faces and how many there are."""
+    shared = WILD / "group_photos" / "fr_kit_with_rose.jpg"
+    return (shared, 2) if shared.is_file() else (ASSETS / "group3.jpg", 3)
+
+
+def no_face_jpeg() -> bytes:
+    """A smooth colour gradient: an image, but nothing like a face."""
+    x = np.linspace(0, 255, 320, dtype=np.float32)
+    y = np.linspace(0, 255, 240, dtype=np.float32)[:, None]
+    rgb = np.stack([x + 0 * y, y + 0 * x, (x[None, :] + y) / 2], axis=-1).astype(np.uint8)
+    return jpeg_bytes(Image.fromarray(rgb), quality=90)
+
+
+def fp(age=30.0, p_female=0.2, box=(10, 10, 50, 50), spread=5.0) -> FacePrediction:
+    female = p_female >= 0.5
+    return FacePrediction(age=age, age_low=age - spread, age_high=age + spread,
+                          gender="female" if female else "male",
+                          gender_probability=p_female if female else 1 - p_female, box=list(box))
+
+
+# -- the live tracker -------------------------------------------------------------------------------
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == pytest.approx(1.0)
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert iou((0, 0, 0, 10), (0, 0, 10, 10)) == 0.0
+
+
+def test_tracker_keeps_identities_and_smooths_jitter():
+    rng = np.random.default_rng(0)
+    tracker = FaceTracker(method="ema", alpha=0.2)
+    raw, smooth = [], []
+    for frame in range(60):
+        dx = int(rng.integers(-3, 4))
+        left = fp(age=30 + rng.normal(0, 4), p_female=0.8 + rng.normal(0, 0.05), box=(100 + dx, 50, 80, 80))
+        right = fp(age=60 + rng.normal(0, 4), p_female=0.1, box=(400 - dx, 60, 90, 90))
+        out = tracker.update([left, right])
+        assert [t.track_id for t in out] == [1, 2], f"identities changed at frame {frame}"
+        raw.append(left.age)
+        smooth.append(out[0].age)
+    assert np.std(np.diff(smooth[10:])) < 0.5 * np.std(np.diff(raw[10:]))
+    assert abs(np.mean(smooth[10:]) - 30) < 3
+    assert out[0].gender == "female" and out[1].gender == "male"
+    assert out[0].frames == 60
+    assert all(isinstance(t, TrackedFace) for t in out)
+
+
+def test_tracker_matches_by_overlap_not_by_order():
+    tracker = FaceTracker()
+    first = tracker.update([fp(age=20, box=(0, 0, 50, 50)), fp(age=70, box=(300, 0, 50, 50))])
+    swapped = tracker.update([fp(age=70, box=(302, 1, 50, 50)), fp(age=20, box=(1, 2, 50, 50))])
+    assert [t.track_id for t in swapped] == [first[1].track_id, first[0].track_id]
+    assert [round(t.age) for t in swapped] == [70, 20]
+
+
+def test_tracker_gender_does_not_flip_on_one_noisy_frame():
+    tracker = FaceTracker(method="ema", alpha=0.3)
+    for _ in range(10):
+        tracker.update([fp(p_female=0.9)])
+    out = tracker.update([fp(p_female=0.3)])  # one frame says "male"
+    assert out[0].gender == "female"
+    assert out[0].gender_probability == pytest.approx(0.3 * 0.3 + 0.7 * 0.9)
+    assert p_female_of(out[0]) == pytest.approx(0.72)
+
+
+def test_tracker_median_ignores_an_outlier():
+    tracker = FaceTracker(method="median", window=5)
+    for _ in range(4):
+        tracker.update([fp(age=40)])
+    out = tracker.update([fp(age=90)])
+    assert out[0].age == 40
+    assert out[0].age_low <= out[0].age <= out[0].age_high
+
+
+def test_tracker_forgets_lost_faces_and_starts_new_tracks():
+    tracker = FaceTracker(max_missed=2)
+    (a,) = tracker.update([fp(box=(0, 0, 40, 40))])
+    for _ in range(2):
+        assert tracker.update([]) == []
+    (again,) = tracker.update([fp(box=(0, 0, 40, 40))])
+    assert again.track_id == a.track_id  # missed 2 frames: still known
+    for _ in range(3):
+        tracker.update([])
+    (new,) = tracker.update([fp(box=(0, 0, 40, 40))])
+    assert new.track_id != a.track_id and new.frames == 1
+    (far,) = tracker.update([fp(box=(500, 500, 40, 40))])  # no overlap: someone else
+    assert far.track_id not in (a.track_id, new.track_id)
+    tracker.reset()
+    assert tracker.update([fp()])[0].track_id == 1 and len(tracker.current) == 1
+
+
+def test_tracker_validates_settings():
+    with pytest.raises(ValueError):
+        FaceTracker(method="mean")
+    with pytest.raises(ValueError):
+        FaceTracker(alpha=0)
+    with pytest.raises(ValueError):
+        FaceTracker(window=0)
+
+
+class FakePredictor:
+    def __init__(self, faces=None, error=None):
+        self.faces, self.error, self.calls = faces or [], error, 0
+
+    def predict_image(self, image, aligned=False):
+        self.calls += 1
+        if self.error:
+            raise self.error
+        return list(self.faces)
+
+
+def test_live_annotator_draws_smoothed_faces_and_survives_errors():
+    frame = np.full((240, 320, 3), 100, np.uint8)
+    predictor = FakePredictor([fp(box=(200, 50, 60, 60)), fp(age=50, box=(20, 40, 60, 60), p_female=0.9)])
+    annotator = LiveAnnotator(predictor, FaceTracker(), threading.Lock())
+    out = annotator.process(frame)
+    assert out.shape == frame.shape and not np.array_equal(out, frame)  # boxes drawn
+    current = annotator.tracker.current
+    assert [f.box[0] for f in current] == [20, 200]  # left to right
+    assert annotator.frames == 1 and annotator.last_error is None
+
+    annotator.predictor = FakePredictor(error=RuntimeError("boom"))
+    same = annotator.process(frame)
+    assert np.array_equal(same, frame) and "boom" in annotator.last_error
+
+    annotator.predictor = FakePredictor([])
+    assert np.array_equal(annotator.process(frame), frame) and annotator.last_error is None
+
+
+def test_srtp_works_after_tensorflow(tmp_path):
+    """aiortc's SRTP (pylibsrtp) crashes a process that imported TensorFlow first, unless preloaded."""
+    if importlib.util.find_spec("pylibsrtp") is None:  # importing it here would be the crash itself
+        pytest.skip("pylibsrtp (aiortc) is not installed")
+    script = tmp_path / "srtp.py"
+    script.write_text(textwrap.dedent("""
+        import tensorflow
+        from agegender.live import preload_srtp
+        preload_srtp()
+        import aiortc, streamlit_webrtc  # noqa: F401
+        from pylibsrtp import Policy, Session
+        key = bytes(range(30))
+        tx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        rx = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+        rtp = bytes.fromhex("8008000100000001deadbeef") + b"payload" * 20
+        assert rx.unprotect(tx.protect(rtp)) == rtp
+        print("srtp ok")
+    """))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "srtp ok" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
+# -- the app's plain functions ----------------------------------------------------------------------
+def test_analyse_upload_reports_every_bad_input():
+    from agegender.app import MAX_UPLOAD_BYTES, analyse_upload
+
+    real = face_photo().read_bytes()
+    predictor = FakePredictor([fp()])
+    cases = {
+        "text.jpg": (b"This is not a picture, just text saved with a .jpg name.\n" * 5, "not an image"),
+        "empty.jpg": (b"", "empty"),
+        "corrupt.jpg": (corrupt_jpeg(jpeg_bytes(Image.open(io.BytesIO(real)).convert("RGB"))), "corrupt"),
+        "truncated.jpg": (real[: len(real) // 3], "truncated"),
+        "bomb.png": (png_declaring(20000, 20000), "decompression bomb"),
+        "huge.jpg": (real + b"\0" * MAX_UPLOAD_BYTES, "too large"),
+    }
+    for name, (data, expected) in cases.items():
+        result = analyse_upload(predictor, data, name)
+        assert result.error and expected in result.error.lower(), (name, result.error)
+        assert name in result.error and result.faces == []
+    assert predictor.calls == 0  # bad inputs never reach the model
+
+    broken = analyse_upload(FakePredictor(error=RuntimeError("model exploded")), real, "x.jpg")
+    assert "model exploded" in broken.error
+
+    none = analyse_upload(FakePredictor([]), no_face_jpeg(), "sky.jpg")
+    assert none.error is None and none.faces == [] and "No face found in sky.jpg" in none.message
+
+
+def test_analysis_table_download_and_order():
+    from agegender.app import analyse_upload
+
+    faces = [fp(age=61.2, box=(300, 20, 80, 80), p_female=0.1), fp(age=25, box=(10, 30, 70, 70), p_female=0.97)]
+    result = analyse_upload(FakePredictor(faces), face_photo().read_bytes(), "holiday photo.jpg")
+    assert result.error is None and result.message is None
+    rows = result.table()
+    assert [r["person"] for r in rows] == [1, 2]
+    assert rows[0]["gender"] == "female" and rows[0]["probability"] == "97%" and rows[0]["age range"] == "20-30"
+    assert rows[1]["age"] == 61.2 and rows[1]["box (x, y, w, h)"] == "300, 20, 80, 80"
+    png, jpeg = result.download("PNG"), result.download("JPEG")
+    assert png.startswith(b"\x89PNG") and jpeg.startswith(b"\xff\xd8")
+    assert Image.open(io.BytesIO(png)).size == result.image.size
+    assert result.download_name("JPEG") == "holiday photo_annotated.jpg"
+    assert not np.array_equal(np.asarray(result.annotated), np.asarray(result.image))
+
+
+def test_model_options_and_card_description(tmp_path, monkeypatch):
+    import json
+
+    from agegender.app import describe_card, model_label, model_options
+
+    card = {"created": "2025-01-02T03:04:05+00:00", "architecture": "seed_cnn",
+            "input": {"image_size": 128, "color_mode": "grayscale"},
+            "metrics": {"test": {"age_mae": 6.234, "gender_accuracy": 0.8812}}}
+    for name, created in (("old", "2024"), ("new", "2025"), ("chosen", "2023")):
+        (tmp_path / f"{name}.keras").write_bytes(b"zip")
+        (tmp_path / f"{name}.json").write_text(json.dumps({**card, "created": created}))
+    (tmp_path / "nocard.keras").write_bytes(b"zip")
+    monkeypatch.setenv("AGEGENDER_MODEL", str(tmp_path / "chosen.keras"))
+    assert [p.stem for p, _ in model_options(tmp_path)] == ["chosen", "new", "old"]
+    monkeypatch.setenv("AGEGENDER_MODEL", str(tmp_path / "missing.keras"))
+    assert [p.stem for p, _ in model_options(tmp_path)] == ["new", "old", "chosen"]  # newest first
+    facts = describe_card(card)
+    assert facts["test age MAE"] == "6.23 years" and facts["test gender accuracy"] == "88.1 %"
+    assert facts["input"] == "128 px grayscale"
+    assert "age MAE 6.23 years" in model_label(Path("m.keras"), card)
+    assert describe_card({})["test age MAE"] == "n/a"
+
+
+def test_rtc_configuration_has_no_external_servers_by_default(monkeypatch):
+    from agegender.app import rtc_configuration
+
+    monkeypatch.delenv("AGEGENDER_ICE_SERVERS", raising=False)
+    assert rtc_configuration() == {"iceServers": []}
+    monkeypatch.setenv("AGEGENDER_ICE_SERVERS", '[{"urls": ["stun:127.0.0.1:3478"]}]')
+    assert rtc_configuration()["iceServers"][0]["urls"] == ["stun:127.0.0.1:3478"]
+
+
+# -- the app through AppTest ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def app_model(request) -> Path:
+    """The default model when there is one, else the session's tiny trained model."""
+    from agegender.config import default_model_path
+
+    path = default_model_path()
+    if path.is_file():
+        return path
+    return request.getfixturevalue("tiny_model").path
+
+
+@pytest.fixture
+def app(app_model, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AGEGENDER_MODEL", str(app_model))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def upload(at, *files):
+    at.file_uploader(key="uploads").set_value(list(files))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_app_starts_with_model_chooser(app, app_model):
+    assert app.title[0].value == "Age and gender estimation"
+    chooser = app.sidebar.selectbox(key="model")
+    assert chooser.format_func(chooser.options and 0).startswith(app_model.stem)
+    assert "test age MAE" in app.sidebar.table[0].value.index
+    assert app.radio(key="mode").options == ["Upload photos", "Webcam snapshot", "Live webcam"]
+    assert not app.error
+
+
+def test_app_upload_face_photo(app):
+    photo = face_photo()
+    upload(app, (photo.name, photo.read_bytes(), "image/jpeg"))
+    assert not app.error and not app.warning, texts(app.error) + texts(app.warning)
+    assert len(app.main.image) == 1
+    table = app.main.table[0].value
+    assert len(table) == 1
+    assert list(table.columns) == ["age", "age range", "gender", "probability", "box (x, y, w, h)"]
+    assert table.iloc[0]["gender"] in ("male", "female")
+    labels = [b.label for b in app.main.download_button]
+    assert labels == ["Download annotated PNG", "Download annotated JPEG"]
+
+
+def test_app_group_photo_table_left_to_right(app):
+    photo, expected = group_photo()
+    upload(app, (photo.name, photo.read_bytes(), "image/jpeg"))
+    table = app.main.table[0].value
+    assert len(table) == expected
+    xs = [int(box.split(",")[0]) for box in table["box (x, y, w, h)"]]
+    assert xs == sorted(xs)
+
+
+def test_app_bad_uploads_give_clear_messages(app):
+    from agegender.app import MAX_UPLOAD_BYTES
+
+    real = face_photo().read_bytes()
+    files = [
+        ("notes.jpg", b"This is not a picture, just text saved with a .jpg name.\n" * 5, "image/jpeg"),
+        ("corrupt.jpg", corrupt_jpeg(jpeg_bytes(Image.open(io.BytesIO(real)).convert("RGB"))), "image/jpeg"),
+        ("huge.jpg", b"\xff\xd8\xff" + b"\0" * (MAX_UPLOAD_BYTES + 1), "image/jpeg"),
+        ("bomb.png", png_declaring(20000, 20000), "image/png"),
+        ("sky.jpg", no_face_jpeg(), "image/jpeg"),
+    ]
+    upload(app, *files)
+    errors = texts(app.main.error)
+    assert "notes.jpg: not an image file" in errors
+    assert "corrupt.jpg: corrupt or truncated image" in errors
+    assert "huge.jpg is too large" in errors and "limit is 10 MB" in errors
+    assert "bomb.png" in errors and "decompression bomb" in errors
+    assert len(app.main.error) == 4
+    assert "No face found in sky.jpg" in texts(app.main.warning)
+    assert len(app.main.image) == 1  # the image without a face is still shown
+    assert not app.main.table
+
+
+def test_app_good_and_bad_files_together(app):
+    photo = face_photo()
+    upload(app, ("notes.jpg", b"plain text", "image/jpeg"), (photo.name, photo.read_bytes(), "image/jpeg"))
+    assert len(app.main.error) == 1 and len(app.main.table) == 1
+
+
+def test_app_webcam_snapshot(app):
+    app.radio(key="mode").set_value("Webcam snapshot").run()
+    image = Image.open(face_photo()).convert("RGB")
+    image.thumbnail((640, 480))
+    app.camera_input(key="snapshot").set_value(("shot.jpg", jpeg_bytes(image, quality=90), "image/jpeg")).run()
+    assert not app.exception and not app.error
+    assert len(app.main.table[0].value) == 1
+
+
+def test_app_live_mode_renders(app):
+    """The live page loads streamlit-webrtc next to TensorFlow (see preload_srtp) without crashing."""
+    pytest.importorskip("streamlit_webrtc")
+    app.radio(key="mode").set_value("Live webcam").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, texts(app.error)
+    assert app.radio(key="smoothing").value == "ema"

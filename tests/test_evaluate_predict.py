@@ -1,0 +1,260 @@
+"""Metrics on hand-made predictions, `agegender evaluate`, and prediction on good and bad files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from agegender.cli import main
+from agegender.data import dataset_fingerprint, load_utkface
+from agegender.evaluate import age_band, calibration, evaluate_predictions, format_report
+
+from conftest import BAD_FILES
+
+BY_KIND = {kind: name for name, kind in BAD_FILES.items()}
+READABLE = ("unparsable", "alpha", "grayscale", "webp")  # odd, but images a person can use
+ERRORS = {"text": "not an image file", "empty": "empty file", "truncated": "corrupt or truncated",
+          "corrupt": "corrupt or truncated", "bomb": "decompression bomb"}
+METRIC_KEYS = {"n", "age_mae", "age_rmse", "gender_accuracy", "baseline", "by_age_band", "by_race", "by_gender",
+               "confusion_matrix", "gender_calibration"}
+
+
+# -- evaluate_predictions -------------------------------------------------------------------------------
+@pytest.fixture
+def handmade():
+    frame = pd.DataFrame({"age": [10, 25, 45, 70], "gender": [0, 1, 1, 0],
+                          "race": pd.array([0, 1, None, 2], dtype="Int64")})
+    age_pred = np.array([12.0, 25.0, 40.0, 60.0])  # errors 2, 0, 5, 10
+    p_female = np.array([0.25, 0.95, 0.45, 0.35])  # predicted m, f, m, m
+    return frame, age_pred, p_female
+
+
+def test_overall_metrics(handmade):
+    m = evaluate_predictions(*handmade)
+    assert m["n"] == 4
+    assert m["age_mae"] == pytest.approx(4.25)
+    assert m["age_rmse"] == pytest.approx(math.sqrt((4 + 0 + 25 + 100) / 4))
+    assert m["gender_accuracy"] == pytest.approx(0.75)
+    assert m["confusion_matrix"] == {"labels": ["male", "female"], "rows_true_cols_predicted": [[2, 0], [1, 1]]}
+    assert set(m) == METRIC_KEYS
+
+
+def test_baseline_from_frame_and_from_train(handmade):
+    m = evaluate_predictions(*handmade)
+    # median of 10, 25, 45, 70 is 35; a 2:2 tie goes to female
+    assert m["baseline"] == {"age": 35.0, "age_mae": pytest.approx((25 + 10 + 10 + 35) / 4),
+                             "gender": "female", "gender_accuracy": 0.5}
+    m = evaluate_predictions(*handmade, train_ages=np.array([20, 22, 90]), train_genders=np.array([0, 0, 1]))
+    assert m["baseline"] == {"age": 22.0, "age_mae": pytest.approx((12 + 3 + 23 + 48) / 4),
+                             "gender": "male", "gender_accuracy": 0.5}
+
+
+def test_groups(handmade):
+    m = evaluate_predictions(*handmade)
+    bands = {r["group"]: (r["n"], r["age_mae"], r["gender_accuracy"]) for r in m["by_age_band"]}
+    assert bands == {"0-12": (1, 2.0, 1.0), "20-39": (1, 0.0, 1.0), "40-59": (1, 5.0, 0.0), "60+": (1, 10.0, 1.0)}
+    assert [r["group"] for r in m["by_age_band"]] == ["0-12", "20-39", "40-59", "60+"]  # empty band left out
+    races = {r["group"]: (r["n"], r["age_mae"]) for r in m["by_race"]}
+    assert races == {"White": (1, 2.0), "Black": (1, 0.0), "Asian": (1, 10.0), "unknown": (1, 5.0)}
+    genders = {r["group"]: (r["n"], r["age_mae"], r["gender_accuracy"]) for r in m["by_gender"]}
+    assert genders == {"male": (2, 6.0, 1.0), "female": (2, 2.5, 0.5)}
+
+
+def test_calibration(handmade):
+    m = evaluate_predictions(*handmade)
+    cal = m["gender_calibration"]
+    assert cal["ece"] == pytest.approx((0.25 + 0.05 + 0.55 + 0.35) / 4)
+    assert [b["n"] for b in cal["bins"]] == [1, 1, 1, 1]
+    assert [b["bin"] for b in cal["bins"]] == ["0.2-0.3", "0.3-0.4", "0.4-0.5", "0.9-1.0"]
+    perfect = calibration(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1]))
+    assert perfect["ece"] == pytest.approx(0.0)
+
+
+def test_age_band_edges():
+    assert list(age_band(np.array([0, 12, 13, 19, 20, 39, 40, 59, 60, 116]))) == [
+        "0-12", "0-12", "13-19", "13-19", "20-39", "20-39", "40-59", "40-59", "60+", "60+"]
+
+
+def test_format_report(handmade):
+    text = format_report(evaluate_predictions(*handmade), "title")
+    assert text.startswith("title")
+    assert "age MAE 4.25" in text and "75.0 %" in text and "[[2, 0], [1, 1]]" in text
+
+
+# -- agegender evaluate -------------------------------------------------------------------------------
+def _run(capsys, argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_evaluate_json(tiny_model, capsys):
+    code, out, _ = _run(capsys, ["evaluate", "--json", "--model", tiny_model.path, tiny_model.folder])
+    assert code == 0
+    m = json.loads(out)
+    assert METRIC_KEYS | {"model", "folder", "subset", "data_fingerprint", "skipped", "undecodable"} <= set(m)
+    assert m["n"] == 10 and m["subset"] == "test"
+    assert m["model"] == str(tiny_model.path) and m["folder"] == str(tiny_model.folder)
+    assert m["data_fingerprint"] == tiny_model.card["data"]["fingerprint"]
+    assert m["skipped"] == {} and m["undecodable"] == 0
+    # same model, same test images as at the end of training: same numbers
+    assert m["age_mae"] == pytest.approx(tiny_model.card["metrics"]["test"]["age_mae"], abs=1e-3)
+    assert m["gender_accuracy"] == pytest.approx(tiny_model.card["metrics"]["test"]["gender_accuracy"])
+
+
+def test_cli_evaluate_text_and_all(tiny_model, capsys):
+    code, out, _ = _run(capsys, ["evaluate", "--all", "--model", tiny_model.path, tiny_model.folder])
+    assert code == 0
+    assert "n=60" in out and "age MAE" in out and "all images" in out
+
+
+def test_cli_evaluate_bad_folder(tiny_model, bad_folder, capsys):
+    code, out, _ = _run(capsys, ["evaluate", "--json", "--all", "--model", tiny_model.path, bad_folder])
+    assert code == 0
+    m = json.loads(out)
+    assert set(m["skipped"]) == {"unparsable names", "empty files", "non-image files"}
+    assert m["undecodable"] == 3  # truncated, corrupt, bomb
+    assert m["n"] == len(load_utkface(bad_folder)) - 3
+
+
+def test_cli_evaluate_missing_model(tmp_path, tiny_folder, capsys):
+    code, out, err = _run(capsys, ["evaluate", "--model", tmp_path / "none.keras", tiny_folder])
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: model file") and "not found" in err
+
+
+def test_cli_evaluate_missing_folder(tiny_model, tmp_path, capsys):
+    code, _, err = _run(capsys, ["evaluate", "--model", tiny_model.path, tmp_path / "nowhere"])
+    assert code == 2 and "UTKFACE_DIR" in err
+
+
+@pytest.mark.full_data
+def test_cli_evaluate_full_data(tiny_model, capsys):
+    folder = os.environ["UTKFACE_DIR"]
+    code, out, _ = _run(capsys, ["evaluate", "--json", "--model", tiny_model.path, folder])
+    assert code == 0
+    m = json.loads(out)
+    frame = load_utkface(folder)
+    assert m["data_fingerprint"] == dataset_fingerprint(frame)
+    assert m["n"] + m["undecodable"] == int((frame["split"] == "test").sum())
+    assert m["n"] > 2000
+    assert sum(r["n"] for r in m["by_age_band"]) == m["n"]
+    assert sum(r["n"] for r in m["by_race"]) == m["n"]
+    assert 0 < m["age_mae"] < 60 and 0 <= m["gender_accuracy"] <= 1
+
+
+# -- agegender predict --------------------------------------------------------------------------------
+def _bad_folder_files(bad_folder) -> list[Path]:
+    return sorted(bad_folder.iterdir())
+
+
+def _check_results(results, inputs):
+    assert [r["path"] for r in results] == [str(p) for p in inputs]  # one per input, in order
+    for path, result in zip(inputs, results):
+        kind = BAD_FILES.get(Path(path).name, "good")
+        if kind in ERRORS or kind == "missing":
+            assert "faces" not in result
+            assert (ERRORS[kind] if kind in ERRORS else "no such file") in result["error"]
+            continue
+        assert "error" not in result, result
+        assert len(result["faces"]) == 1
+        face = result["faces"][0]
+        assert set(face) == {"age", "age_low", "age_high", "gender", "gender_probability", "box"}
+        assert isinstance(face["age"], float)
+        assert face["age_low"] <= face["age"] <= face["age_high"]
+        assert face["gender"] in ("male", "female")
+        assert 0.5 <= face["gender_probability"] <= 1.0
+        with Image.open(path) as img:
+            assert face["box"] == [0, 0, img.width, img.height]
+
+
+def test_cli_predict_mixed_files(tiny_model, bad_folder, tmp_path, capsys):
+    missing = tmp_path / "40_0_0_20170101000000009.jpg"
+    inputs = [*_bad_folder_files(bad_folder), missing]
+    code, out, _ = _run(capsys, ["predict", "--aligned", "--json", "--model", tiny_model.path, *inputs])
+    assert code == 0
+    results = json.loads(out)
+    assert len(results) == len(inputs)
+    assert "no such file" in results[-1]["error"]
+    _check_results(results[:-1], inputs[:-1])
+    readable = [r for r in results if "faces" in r]
+    assert len(readable) == 6 + len(READABLE)
+
+
+def test_cli_predict_all_bad(tiny_model, bad_folder, capsys):
+    files = [bad_folder / BY_KIND[k] for k in ERRORS]
+    code, out, _ = _run(capsys, ["predict", "--aligned", "--json", "--model", tiny_model.path, *files])
+    assert code != 0
+    results = json.loads(out)
+    assert len(results) == len(files) and all("error" in r for r in results)
+
+
+def test_cli_predict_text_output(tiny_model, bad_folder, good_names, capsys):
+    files = [bad_folder / good_names[0], bad_folder / BY_KIND["empty"]]
+    code, out, _ = _run(capsys, ["predict", "--aligned", "--model", tiny_model.path, *files])
+    assert code == 0
+    assert good_names[0][:40] in out and "error:" in out and "empty file" in out
+
+
+def test_cli_predict_missing_model(tmp_path, bad_folder, good_names, capsys):
+    code, _, err = _run(capsys, ["predict", "--aligned", "--model", tmp_path / "x.keras", bad_folder / good_names[0]])
+    assert code == 2 and "not found" in err
+
+
+def test_console_script_predict_json(tiny_model, bad_folder, good_names):
+    """The installed entry point prints pure JSON on stdout (logs go elsewhere)."""
+    exe = Path(sys.executable).with_name("agegender")
+    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "agegender.cli"]
+    files = [bad_folder / good_names[0], bad_folder / BY_KIND["text"]]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([*command, "predict", "--aligned", "--json", "--model", str(tiny_model.path),
+                           *map(str, files)], capture_output=True, text=True, env=env, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    _check_results(results, files)
+
+
+def test_predictor_api_and_annotation(tiny_model, bad_folder, good_names, tmp_path):
+    from agegender.predict import Predictor, format_results
+
+    predictor = Predictor.load(tiny_model.path)
+    assert predictor.image_size == 64 and predictor.color_mode == "grayscale"
+    files = [bad_folder / good_names[0], bad_folder / BY_KIND["webp"], bad_folder / BY_KIND["corrupt"]]
+    results = predictor.predict_files(files, aligned=True, annotate_dir=tmp_path / "ann")
+    _check_results([{k: v for k, v in r.items() if k != "annotated"} for r in results], files)
+    for result in results[:2]:
+        with Image.open(result["annotated"]) as img:
+            assert img.size == (200, 200)
+    assert "annotated" not in results[2]
+    # a face's range without a distribution head is age +- the test MAE from the card
+    face = results[0]["faces"][0]
+    half = tiny_model.card["metrics"]["test"]["age_mae"]
+    assert face["age_high"] == pytest.approx(face["age"] + half, abs=2e-3)
+    assert "error" in format_results(results)
+
+
+@pytest.mark.behavioural
+def test_mirror_agreement(tiny_model, bad_folder, good_names):
+    """A face and its mirror image should get (nearly) the same age and gender."""
+    from agegender.images import open_image
+    from agegender.predict import Predictor
+
+    predictor = Predictor.load(tiny_model.path)
+    for name in good_names:
+        image = open_image(bad_folder / name)
+        [a] = predictor.predict_image(image, aligned=True)
+        [b] = predictor.predict_image(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT), aligned=True)
+        p_a = a.gender_probability if a.gender == "female" else 1 - a.gender_probability
+        p_b = b.gender_probability if b.gender == "female" else 1 - b.gender_probability
+        assert abs(a.age - b.age) < 5.0, name
+        assert abs(p_a - p_b) < 0.2, name

@@ -1,0 +1,107 @@
+"""Model builders: exact parameter counts, output names, the age-distribution head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from agegender.models import (AGE_BINS, BUILDERS, VGG16_WEIGHTS_HELP, build_model, build_seed_cnn,  # noqa: E402
+                              build_small_resnet, build_vgg16_transfer, set_vgg16_block5_trainable)
+
+
+def _counts(model) -> tuple[int, int, int]:
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+    return model.count_params(), trainable, frozen
+
+
+def test_seed_cnn_parameters_and_outputs():
+    model = build_seed_cnn()
+    assert model.count_params() == 5_107_458
+    assert model.input_shape == (None, 128, 128, 1)
+    assert sorted(model.output_names) == ["age_out", "gender_out"]
+    out = model(np.random.default_rng(0).uniform(0, 255, (2, 128, 128, 1)).astype("float32"), training=False)
+    assert set(out) == {"gender_out", "age_out"}
+    p = keras.ops.convert_to_numpy(out["gender_out"])
+    assert p.shape == (2, 1) and ((p >= 0) & (p <= 1)).all()
+    assert keras.ops.convert_to_numpy(out["age_out"]).shape == (2, 1)
+
+
+def test_build_model_by_name():
+    model = build_model("seed_cnn", 64, 3)
+    assert model.input_shape == (None, 64, 64, 3)
+    assert set(BUILDERS) >= {"seed_cnn", "small_resnet", "vgg16_transfer", "agenet"}
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet9000", 64, 3)
+
+
+def test_small_resnet_age_distribution():
+    model = build_small_resnet(input_shape=(32, 32, 3), widths=(8, 16))
+    assert sorted(model.output_names) == ["age_dist", "age_out", "gender_out"]
+    x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+    dist = out["age_dist"]
+    assert dist.shape == (3, AGE_BINS) == (3, 117)
+    assert (dist >= 0).all()
+    np.testing.assert_allclose(dist.sum(axis=1), 1.0, atol=1e-5)
+    expected = (dist * np.arange(AGE_BINS)).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(out["age_out"], expected, rtol=1e-4, atol=1e-3)
+    assert out["gender_out"].shape == (3, 1)
+
+
+def test_small_resnet_without_distribution():
+    model = build_small_resnet(input_shape=(32, 32, 1), widths=(8,), age_distribution=False)
+    assert sorted(model.output_names) == ["age_out", "gender_out"]
+
+
+@pytest.fixture(scope="module")
+def vgg_frozen():
+    return build_vgg16_transfer(weights=None, fine_tune_block5=False)
+
+
+def test_vgg16_frozen_base_counts(vgg_frozen):
+    assert vgg_frozen.input_shape == (None, 200, 200, 3)
+    assert _counts(vgg_frozen) == (34_148_546, 19_433_730, 14_714_816)
+    assert sorted(vgg_frozen.output_names) == ["age_out", "gender_out"]
+
+
+def test_vgg16_block5_phase_switch(vgg_frozen):
+    set_vgg16_block5_trainable(vgg_frozen, True)
+    try:
+        assert _counts(vgg_frozen) == (34_148_546, 26_513_154, 7_635_392)
+    finally:
+        set_vgg16_block5_trainable(vgg_frozen, False)
+    assert _counts(vgg_frozen) == (34_148_546, 19_433_730, 14_714_816)
+
+
+def test_vgg16_block5_unfrozen_counts():
+    model = build_vgg16_transfer(weights=None, fine_tune_block5=True)
+    assert _counts(model) == (34_148_546, 26_513_154, 7_635_392)
+    trainable_base = {layer.name for layer in model.get_layer("vgg16").layers if layer.trainable and layer.weights}
+    assert trainable_base == {"block5_conv1", "block5_conv2", "block5_conv3"}
+
+
+def test_vgg16_missing_weights_file(tmp_path):
+    missing = tmp_path / "vgg16_notop.h5"
+    with pytest.raises(FileNotFoundError) as info:
+        build_vgg16_transfer(weights=str(missing))
+    text = str(info.value)
+    assert str(missing) in text
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in text  # what to download
+    assert "weights=PATH" in text and VGG16_WEIGHTS_HELP in text
+
+
+def test_custom_layers_round_trip(tmp_path):
+    """A distribution model saves and loads (ExpectedAge is registered) with identical outputs."""
+    from agegender.modelio import load_model, save_model_atomic
+
+    model = build_small_resnet(input_shape=(32, 32, 3), widths=(8,))
+    path = save_model_atomic(model, tmp_path / "m.keras", {"input": {"image_size": 32, "color_mode": "rgb"}})
+    loaded, card = load_model(path)
+    assert card["input"]["image_size"] == 32
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    a, b = model(x, training=False), loaded(x, training=False)
+    for key in ("age_out", "gender_out", "age_dist"):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a[key]), keras.ops.convert_to_numpy(b[key]), atol=1e-5)

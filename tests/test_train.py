@@ -1,0 +1,249 @@
+"""Training: the model card, resuming an interrupted run, and saved-model loading errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from agegender import train as train_module  # noqa: E402
+from agegender.config import TrainConfig  # noqa: E402
+from agegender.data import dataset_fingerprint, load_utkface  # noqa: E402
+from agegender.modelio import ModelFileError, card_path, load_model  # noqa: E402
+
+from conftest import TINY_CONFIG  # noqa: E402
+
+
+# -- the card of the session's tiny model -------------------------------------------------------------
+def test_card_input_and_config(tiny_model):
+    card = tiny_model.card
+    assert card["name"] == "tiny" and card["architecture"] == "seed_cnn"
+    assert card["input"]["image_size"] == 64
+    assert card["input"]["color_mode"] == "grayscale"
+    assert card["config"] == TrainConfig(**TINY_CONFIG).to_dict()
+    assert set(card["outputs"]) == {"gender_out", "age_out"}
+    assert card["tta_flip"] is False
+    model, _ = load_model(tiny_model.path)
+    assert card["parameters"] == model.count_params()
+
+
+def test_card_data_provenance(tiny_model):
+    data = tiny_model.card["data"]
+    frame = load_utkface(tiny_model.folder)
+    assert data["fingerprint"] == dataset_fingerprint(frame)
+    assert data["count"] == 60
+    assert data["split_counts"] == {"train": 40, "val": 10, "test": 10}
+    assert data["used_counts"] == {"train": 32, "val": 10, "test": 10}  # limit=32
+    assert data["undecodable"] == 0 and data["skipped"] == {}
+    assert "sha1" in data["split"]["method"]
+    assert data["split"]["fractions"] == {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def test_card_training_and_metrics(tiny_model):
+    training = tiny_model.card["training"]
+    assert training["epochs_completed"] == 1 and training["epochs_planned"] == 1
+    assert training["stopped_by_budget"] is False
+    assert isinstance(training["wall_seconds"], (int, float)) and training["wall_seconds"] >= 0
+    assert training["images_per_second"] > 0
+    assert training["seconds_per_epoch"] is not None
+    assert len(training["history"]) == 1 and training["history"][0]["epoch"] == 1
+    assert "val_age_out_mae" in training["history"][0]
+    for split in ("val", "test"):
+        metrics = tiny_model.card["metrics"][split]
+        assert metrics["n"] == 10
+        assert 0 <= metrics["age_mae"] < 120
+        assert 0 <= metrics["gender_accuracy"] <= 1
+        assert "baseline" in metrics and "by_age_band" in metrics
+
+
+def test_card_written_beside_model_and_in_run_dir(tiny_model):
+    beside = json.loads(card_path(tiny_model.path).read_text())
+    run_dir = tiny_model.path.parent.parent / "runs" / "tiny"
+    in_run = json.loads((run_dir / "card.json").read_text())
+    assert beside == in_run
+    assert beside["data"]["fingerprint"] == tiny_model.card["data"]["fingerprint"]
+    assert (run_dir / "checkpoint.keras").is_file() and (run_dir / "history.csv").is_file()
+    # the final model has no optimizer state: smaller than the checkpoint
+    assert tiny_model.path.stat().st_size < (run_dir / "checkpoint.keras").stat().st_size
+
+
+# -- loading saved models ----------------------------------------------------------------------------
+def test_saved_model_loads_and_predicts(tiny_model):
+    model, card = load_model(tiny_model.path)
+    assert card == json.loads(card_path(tiny_model.path).read_text())
+    x = np.full((2, 64, 64, 1), 128, dtype="float32")
+    out = model(x, training=False)
+    assert keras.ops.convert_to_numpy(out["age_out"]).shape == (2, 1)
+
+
+def test_truncated_model_file(tiny_model, tmp_path):
+    damaged = tmp_path / "damaged.keras"
+    data = tiny_model.path.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    shutil.copyfile(card_path(tiny_model.path), card_path(damaged))
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_model(damaged)
+
+
+def test_not_a_model_file(tiny_model, tmp_path):
+    fake = tmp_path / "fake.keras"
+    fake.write_text("hello")
+    shutil.copyfile(card_path(tiny_model.path), card_path(fake))
+    with pytest.raises(ModelFileError, match="damaged or not a Keras model"):
+        load_model(fake)
+
+
+def test_missing_card(tiny_model, tmp_path):
+    lonely = tmp_path / "lonely.keras"
+    shutil.copyfile(tiny_model.path, lonely)
+    with pytest.raises(ModelFileError, match="card .* is missing"):
+        load_model(lonely)
+
+
+def test_damaged_card(tiny_model, tmp_path):
+    copy = tmp_path / "copy.keras"
+    shutil.copyfile(tiny_model.path, copy)
+    card_path(copy).write_text('{"input": ')
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_model(copy)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "nothing.keras")
+
+
+# -- resume -----------------------------------------------------------------------------------------
+RESUME_CONFIG = dict(model="seed_cnn", name="resume", image_size=64, color_mode="grayscale",
+                     epochs=2, batch_size=16, limit=32, seed=11)
+
+
+class _Spy:
+    """Records which epochs start, and the weights / optimizer step count at their start."""
+
+    def __init__(self, monkeypatch):
+        self.begun: list[int] = []
+        self.iterations: list[int] = []
+        self.first_kernel: list[np.ndarray] = []
+        original = train_module._EpochCheckpoint.on_epoch_begin
+        spy = self
+
+        def on_epoch_begin(cb, epoch, logs=None):
+            spy.begun.append(epoch)
+            spy.iterations.append(int(keras.ops.convert_to_numpy(cb.model.optimizer.iterations)))
+            spy.first_kernel.append(keras.ops.convert_to_numpy(cb.model.get_layer("conv_32").kernel).copy())
+            return original(cb, epoch, logs)
+
+        monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    original = train_module._EpochCheckpoint.on_epoch_end
+
+    def on_epoch_end(cb, epoch, logs=None):
+        original(cb, epoch, logs)  # the checkpoint of this epoch is written
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated Ctrl-C after epoch 1")
+
+    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
+
+
+def _state(run_dir):
+    return json.loads((run_dir / "state.json").read_text())
+
+
+def test_interrupted_run_resumes(tiny_folder, tmp_path, monkeypatch):
+    models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
+    run_dir = runs_dir / "resume"
+    config = TrainConfig(**RESUME_CONFIG)
+    steps_per_epoch = 2  # 32 training images / batch 16
+
+    # 1. a two-epoch run interrupted after its first epoch
+    with monkeypatch.context() as mp:
+        _interrupt_after_first_epoch(mp)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    state = _state(run_dir)
+    assert state["epochs_done"] == 1
+    assert [row["epoch"] for row in state["history"]] == [1]
+    assert (run_dir / "checkpoint.keras").is_file()
+    assert json.loads((run_dir / "config.json").read_text()) == config.to_dict()
+    assert not (models_dir / "resume.keras").exists()  # no final model for an unfinished run
+    checkpoint_kernel = keras.ops.convert_to_numpy(
+        keras.saving.load_model(run_dir / "checkpoint.keras").get_layer("conv_32").kernel)
+    first_history = state["history"][0]
+
+    # 2. the same call again continues with epoch 2 from the checkpoint
+    with monkeypatch.context() as mp:
+        spy = _Spy(mp)
+        card = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    assert spy.begun == [1]  # epoch 1 (0-based 0) was not redone
+    assert spy.iterations == [steps_per_epoch]  # optimizer state restored
+    np.testing.assert_array_equal(spy.first_kernel[0], checkpoint_kernel)  # weights restored
+    state = _state(run_dir)
+    assert state["epochs_done"] == 2
+    assert [row["epoch"] for row in state["history"]] == [1, 2]
+    assert state["history"][0] == first_history
+    assert len(state["epoch_seconds"]) == 2
+    assert card["training"]["epochs_completed"] == 2
+    assert len(card["training"]["history"]) == 2
+    assert (models_dir / "resume.keras").is_file() and card_path(models_dir / "resume.keras").is_file()
+
+    # 3. once more: the run is complete, nothing is trained, the model is written again
+    with monkeypatch.context() as mp:
+        spy = _Spy(mp)
+        again = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    assert spy.begun == []
+    assert _state(run_dir)["epochs_done"] == 2
+    assert again["training"]["epochs_completed"] == 2
+    assert again["metrics"]["test"]["age_mae"] == pytest.approx(card["metrics"]["test"]["age_mae"], abs=1e-6)
+
+    # 4. fresh=True ignores the checkpoint
+    with monkeypatch.context() as mp:
+        spy = _Spy(mp)
+        train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, fresh=True, verbose=0)
+    assert spy.begun == [0, 1]
+    assert spy.iterations[0] == 0
+
+
+def test_changed_config_starts_over(tiny_folder, tmp_path, monkeypatch):
+    """Resuming needs the identical config: a finished 1-epoch run asked for 2 epochs trains both again."""
+    models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
+    run_dir = runs_dir / "resume"
+    one = TrainConfig(**{**RESUME_CONFIG, "epochs": 1})
+    train_module.train(one, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    assert _state(run_dir)["epochs_done"] == 1
+    two = TrainConfig(**RESUME_CONFIG)
+    with monkeypatch.context() as mp:
+        spy = _Spy(mp)
+        card = train_module.train(two, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    assert spy.begun == [0, 1]
+    assert spy.iterations[0] == 0
+    state = _state(run_dir)
+    assert state["epochs_done"] == 2 and [r["epoch"] for r in state["history"]] == [1, 2]
+    assert json.loads((run_dir / "config.json").read_text()) == two.to_dict()
+    assert card["config"]["epochs"] == 2
+
+
+def test_empty_split_is_an_error(tmp_path, tiny_folder):
+    folder = tmp_path / "train_only"
+    folder.mkdir()
+    frame = load_utkface(tiny_folder)
+    for path in frame.loc[frame["split"] == "train", "path"][:5]:
+        shutil.copyfile(path, folder / frame.loc[frame["path"] == path, "filename"].item())
+    with pytest.raises(ValueError, match="split .* is empty"):
+        train_module.train(TrainConfig(**{**RESUME_CONFIG, "name": "x"}), folder, models_dir=tmp_path / "m",
+                           runs_dir=tmp_path / "r", verbose=0)
+    assert not (tmp_path / "m").exists()
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_dict({"epochs": 1, "epoch": 2})
+    assert TrainConfig.from_dict({"epochs": 3}).epochs == 3
+    assert TrainConfig(model="small_resnet").output_name == "small_resnet"
+    assert TrainConfig(model="small_resnet", name="x").output_name == "x"
