@@ -128,7 +128,7 @@ def persons_table(faces: Sequence) -> list[dict[str, Any]]:
     rows = []
     for number, face in enumerate(left_to_right(faces), start=1):
         x, y, w, h = (int(v) for v in face.box)
-        rows.append({"person": number, "age": round(float(face.age), 1),
+        rows.append({"person": number, "age": f"{face.age:.1f}",
                      "age range": f"{face.age_low:.0f}-{face.age_high:.0f}",
                      "gender": face.gender, "probability": f"{100 * face.gender_probability:.0f}%",
                      "box (x, y, w, h)": f"{x}, {y}, {w}, {h}"})
@@ -333,14 +333,16 @@ def live_page(st, predictor, model_key: str, lock: threading.Lock) -> None:  # p
     except ValueError as exc:
         st.error(str(exc))
         return
-    ctx = webrtc_streamer(
-        key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=config,
-        media_stream_constraints={"video": {"width": LIVE_SIZE[0], "height": LIVE_SIZE[1]}, "audio": False},
-        video_frame_callback=callback, async_processing=True)
-    if not config["iceServers"]:
-        st.caption("No STUN/TURN server is configured: the browser must reach this server directly "
-                   "(same machine or network). Set AGEGENDER_ICE_SERVERS for other setups.")
-    placeholder = st.empty()
+    video, table = st.columns([3, 2])
+    with video:
+        ctx = webrtc_streamer(
+            key="live", mode=WebRtcMode.SENDRECV, rtc_configuration=config,
+            media_stream_constraints={"video": {"width": LIVE_SIZE[0], "height": LIVE_SIZE[1]}, "audio": False},
+            video_frame_callback=callback, async_processing=True)
+        if not config["iceServers"]:
+            st.caption("No STUN/TURN server is configured: the browser must reach this server directly "
+                       "(same machine or network). Set AGEGENDER_ICE_SERVERS for other setups.")
+    placeholder = table.empty()
     while ctx.state.playing:
         faces = annotator.tracker.current
         with placeholder.container():

@@ -1,0 +1,55 @@
+"""Training throughput of AgeNet by input size and fine-tuning depth (images/s, batch 64, AdamW).
+
+Freezing the high-resolution early blocks removes most of the backward pass, which is what makes
+fine-tuning fit a 2-core CPU; this measures how much. Random pixels: speed does not depend on content.
+
+    python benchmarks/finetune_throughput.py [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from agegender.config import TrainConfig  # noqa: E402
+from agegender.models import build_agenet  # noqa: E402
+from agegender.pipeline import soft_age_labels  # noqa: E402
+from agegender.train import compile_model  # noqa: E402
+
+SETTINGS = ((96, None), (112, None), (112, "block3"), (112, "block4"), (128, "block3"), (128, "block4"))
+
+
+def images_per_second(size: int, trainable_from: str | None, steps: int, batch: int = 64) -> float:
+    model = build_agenet((size, size, 3), trainable_from=trainable_from)
+    compile_model(model, TrainConfig(optimizer="adamw"), 100)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    ages = rng.integers(1, 80, (batch, 1)).astype("float32")
+    y = {"gender_out": rng.integers(0, 2, (batch, 1)).astype("float32"), "age_out": ages,
+         "age_dist": soft_age_labels(ages).numpy()}
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    print(f"AgeNet training throughput, batch 64, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"{'input':>6} {'trainable from':>15} {'images/s':>9} {'min/epoch (17,075)':>19}")
+    for size, start in SETTINGS:
+        ips = images_per_second(size, start, args.steps)
+        print(f"{size:>6} {start or 'all layers':>15} {ips:>9.1f} {17_075 / ips / 60:>19.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
