@@ -111,13 +111,13 @@ def load_for_model(source: str | os.PathLike | bytes, image_size: int, color_mod
     """
     _check_mode(color_mode)
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith((".jpg", ".jpeg")):
-        decoded = _decode_jpeg_fast(str(source), color_mode)
+        decoded = _decode_jpeg_fast(str(source))
         if decoded is not None:
             return to_model_input(Image.fromarray(decoded), image_size, color_mode)
     return to_model_input(open_image(source), image_size, color_mode)
 
 
-def _decode_jpeg_fast(path: str, color_mode: str) -> np.ndarray | None:
+def _decode_jpeg_fast(path: str) -> np.ndarray | None:
     """OpenCV's JPEG decoder, which releases the GIL (PIL's does not), so threads decode in parallel.
 
     Gives the same pixels as PIL (both are libjpeg-turbo; checked in the tests) and honours EXIF
@@ -136,8 +136,7 @@ def _decode_jpeg_fast(path: str, color_mode: str) -> np.ndarray | None:
                 return None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, UnidentifiedImageError):
         return None
-    flag = cv2.IMREAD_GRAYSCALE if color_mode == "grayscale" else cv2.IMREAD_COLOR
-    array = cv2.imread(path, flag)
-    if array is None:
-        return None
-    return array if color_mode == "grayscale" else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    # Always decode colour: JPEG's own luma differs from PIL's RGB->L by a few levels, and the
+    # serving path converts RGB, so training must too.
+    array = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if array is None else cv2.cvtColor(array, cv2.COLOR_BGR2RGB)

@@ -24,7 +24,7 @@ from .config import cache_dir
 from .images import ImageError, channels, load_for_model
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass
