@@ -2,8 +2,10 @@
 
 Compares, in the same run and on the same frame and model:
 
-- project: ``Predictor.predict_image`` (the project's detector, ``crop_face``, all faces
-  of a frame in one direct model call) — what the app's live mode does per frame;
+- project: ``Predictor.predict_image`` with the live mode's detector (BlazeFace on the whole
+  frame, ``agegender.live.LIVE_DETECTOR``), ``crop_face``, all faces of a frame in one direct
+  model call — what the app's live mode does per frame (the upload detector, which also
+  searches tiles for small faces, is measured too);
 - reference: the usual tutorial app — OpenCV Haar cascade (``haarcascade_frontalface_default``,
   scaleFactor 1.1, minNeighbors 5, minSize 30x30) on the grayscale frame, then
   ``model.predict`` called once per face.
@@ -80,11 +82,38 @@ def timed_loop(step, seconds: float, warmup: int = 5, min_frames: int = 20) -> t
 
 
 # -- the project's path ---------------------------------------------------------------------------
-def measure_project(model_path: str, frame: np.ndarray, seconds: float) -> dict:
-    from agegender.faces import crop_face
+class CompiledCall:
+    """A Keras model whose ``__call__`` runs as one ``tf.function`` graph (the proposed fix).
+
+    ``Predictor`` calls the model eagerly, op by op; for one small crop the Python and
+    dispatch overhead of eager execution is most of the time.
+    """
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.model = model
+        self._call = tf.function(self._forward, reduce_retracing=True)
+
+    def _forward(self, batch):
+        return self.model(batch, training=False)
+
+    def __call__(self, batch, training=False):
+        return self._call(batch)
+
+
+def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector: str = "live",
+                    compiled: bool = False) -> dict:
+    """``detector``: "live" (the app's live mode, :data:`agegender.live.LIVE_DETECTOR`) or
+    "photo" (the default detector, with tiles for small faces, used for uploads).
+    ``compiled``: call the model through :class:`CompiledCall` instead of eagerly."""
+    from agegender.faces import crop_face, load_detector
+    from agegender.live import load_live_detector
     from agegender.predict import Predictor
 
-    predictor = Predictor.load(model_path)
+    predictor = Predictor.load(model_path, detector=load_live_detector() if detector == "live" else load_detector())
+    if compiled:
+        predictor.model = CompiledCall(predictor.model)
     image = Image.fromarray(frame)
     faces = predictor.predict_image(image)
     fps, frames = timed_loop(lambda: predictor.predict_image(Image.fromarray(frame)), seconds)
@@ -104,7 +133,7 @@ def measure_project(model_path: str, frame: np.ndarray, seconds: float) -> dict:
         stages["detect"] += t1 - t0
         stages["crop+resize"] += t2 - t1
         stages["model call"] += t3 - t2
-    return {"fps": fps, "frames": frames, "faces": len(faces), "detector": type(detector).__name__,
+    return {"fps": fps, "frames": frames, "faces": len(faces), "detector": repr(detector),
             "ms_per_stage": {k: 1000 * v / n for k, v in stages.items()}}
 
 
@@ -187,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     frame = make_frame(photo)
     print(f"frame: {photo.name} fitted into {FRAME_SIZE[0]}x{FRAME_SIZE[1]}; model: {args.model}; "
           f"{args.seconds:g} s per path; {os.cpu_count()} CPUs")
-    project = measure_project(args.model, frame, args.seconds)
+    project = measure_project(args.model, frame, args.seconds, "live")
+    photo_mode = measure_project(args.model, frame, min(args.seconds, 5.0), "photo")
+    compiled = measure_project(args.model, frame, min(args.seconds, 5.0), "live", compiled=True)
     import cv2
 
     if hasattr(cv2, "CascadeClassifier"):
@@ -204,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = lambda r: ", ".join(f"{k} {v:.1f} ms" for k, v in r["ms_per_stage"].items())  # noqa: E731
     print(f"project   : {project['fps']:7.1f} frames/s ({project['faces']} face(s) found; "
           f"{project['detector']}; {stages(project)})")
+    print(f"  upload detector (with tiles): {photo_mode['fps']:.1f} frames/s; {stages(photo_mode)}")
+    print(f"  model call compiled with tf.function (proposed fix): {compiled['fps']:.1f} frames/s; "
+          f"{stages(compiled)}")
     print(f"reference : {reference['fps']:7.1f} frames/s ({reference['faces']} face(s) found; "
           f"Haar cascade, OpenCV {reference['opencv']}; {stages(reference)})")
     print(f"ratio     : {ratio:7.2f}x")

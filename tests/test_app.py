@@ -318,7 +318,7 @@ def test_app_upload_face_photo(app):
     assert len(app.main.image) == 1
     table = app.main.table[0].value
     assert len(table) == 1
-    assert list(table.columns) == ["age", "age range", "gender", "probability", "box (x, y, w, h)"]
+    assert list(table.columns) == ["person", "age", "age range", "gender", "probability", "box (x, y, w, h)"]
     assert table.iloc[0]["gender"] in ("male", "female")
     labels = [b.label for b in app.main.download_button]
     assert labels == ["Download annotated PNG", "Download annotated JPEG"]

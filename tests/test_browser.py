@@ -34,7 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: The group photo to upload, from shared/ when present (expected count from its faces.csv).
-GROUP_PHOTO = "fr_kit_with_rose.jpg"
+GROUP_PHOTO = "fnp_multiface.jpg"
 TIMEOUT_MS = 180_000
 
 
@@ -198,17 +198,26 @@ def wait_for_rows(page, count: int, timeout_ms: int = TIMEOUT_MS) -> list[str]:
     return rows.all_inner_texts()
 
 
+def wait_for_annotated_image(page):
+    """The (last) image in the main area, once loaded, scrolled into view for the screenshot."""
+    image = main_area(page).locator('[data-testid="stImage"] img').last
+    image.wait_for()
+    image.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    return image
+
+
 # -- tests ----------------------------------------------------------------------------------------
 def test_upload_group_photo(page):
     photo, expected = group_photo()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(photo))
     rows = wait_for_rows(page, expected)
-    image = main_area(page).locator('[data-testid="stImage"] img').first
-    image.wait_for()
-    assert image.evaluate("img => img.complete && img.naturalWidth") > 100
+    image = wait_for_annotated_image(page)
+    assert image.evaluate("img => img.naturalWidth") > 100
     assert main_area(page).get_by_text(f"{expected} faces").count() >= 1
     assert all(("male" in row or "female" in row) for row in rows)
-    assert main_area(page).get_by_role("button", name="Download annotated PNG").is_visible()
+    for fmt in ("PNG", "JPEG"):
+        main_area(page).get_by_role("button", name=f"Download annotated {fmt}").wait_for()
     screenshot(page, "browser_upload_group.png")
 
 
@@ -244,6 +253,9 @@ def test_webcam_snapshot(page):
     button.click()
     rows = wait_for_rows(page, 1)
     assert "male" in rows[0] or "female" in rows[0]
+    wait_for_annotated_image(page)
+    for fmt in ("PNG", "JPEG"):
+        main_area(page).get_by_role("button", name=f"Download annotated {fmt}").wait_for()
     screenshot(page, "browser_snapshot.png")
 
 

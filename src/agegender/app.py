@@ -207,15 +207,24 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
 
     st.set_page_config(page_title="Age and gender", page_icon="🙂", layout="wide")
 
+    # Loaded once per process and shared by all sessions. Photos and live video use
+    # differently tuned detectors (see agegender.live.LIVE_DETECTOR) around the same model.
     @st.cache_resource(show_spinner="Loading the face detector…")
-    def get_detector():
+    def get_detector(kind: str):
         from agegender.faces import load_detector
+        from agegender.live import load_live_detector
 
-        return load_detector()
+        return load_live_detector() if kind == "live" else load_detector()
 
     @st.cache_resource(show_spinner="Loading the model…")
-    def get_predictor(path: str) -> Predictor:
-        return Predictor.load(path, detector=get_detector())
+    def get_model(path: str):
+        from agegender.modelio import load_model
+
+        return load_model(path)
+
+    def get_predictor(path: str, kind: str = "photo") -> Predictor:
+        model, card = get_model(path)
+        return Predictor(model, card, detector=get_detector(kind), path=path)
 
     @st.cache_resource
     def get_lock(path: str) -> threading.Lock:
@@ -238,7 +247,6 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
         st.caption(f"`{path}`")
     try:
         predictor = get_predictor(str(path))
-        get_detector()
     except Exception as exc:
         st.error(f"Cannot load the model {path}: {exc}")
         st.stop()
@@ -264,7 +272,7 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
             st.image(result.annotated, caption=f"{result.name}: {len(result.faces)} "
                                                f"face{'s' if len(result.faces) > 1 else ''}")
         with right:
-            st.table(pd.DataFrame(result.table()).set_index("person"))
+            st.table(pd.DataFrame(result.table()), hide_index=True)
             for fmt, mime in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
                 st.download_button(f"Download annotated {fmt}", data=result.download(fmt),
                                    file_name=result.download_name(fmt), mime=mime,
@@ -293,7 +301,12 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
             show(analyse(photo.getvalue(), "snapshot.jpg"), "snapshot")
 
     else:
-        live_page(st, predictor, str(path), lock)
+        try:
+            live_predictor = get_predictor(str(path), "live")
+        except Exception as exc:
+            st.error(f"Cannot load the live face detector: {exc}")
+            st.stop()
+        live_page(st, live_predictor, str(path), lock)
 
 
 def live_page(st, predictor, model_key: str, lock: threading.Lock) -> None:  # pragma: no cover
@@ -349,7 +362,7 @@ def live_page(st, predictor, model_key: str, lock: threading.Lock) -> None:  # p
             if annotator.last_error:
                 st.error(f"Live prediction failed: {annotator.last_error}")
             elif faces:
-                st.table(pd.DataFrame(persons_table(faces)).set_index("person"))
+                st.table(pd.DataFrame(persons_table(faces)), hide_index=True)
             else:
                 st.info(f"No face in view ({annotator.frames} frames analysed).")
         time.sleep(0.5)

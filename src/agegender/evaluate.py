@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import keras
@@ -16,16 +17,20 @@ def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 
                    tta_flip: bool = False) -> dict[str, np.ndarray]:
     """Ages (years), P(female) and, for distribution models, the age distribution.
 
-    Calls the model directly on batches (no ``model.predict`` overhead).
-    With ``tta_flip`` the prediction is averaged with that of the mirrored image.
+    Calls a compiled inference function directly on batches (no ``model.predict``
+    overhead). With ``tta_flip`` each image and its mirror go through in the same
+    call and their predictions are averaged.
     """
+    infer = _inference_function(model)
     ages, probs, dists = [], [], []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], dtype="float32")
-        out = _call(model, batch)
+        n = len(batch)
         if tta_flip:
-            flipped = _call(model, batch[:, :, ::-1, :])
-            out = {k: (v + flipped[k]) / 2 for k, v in out.items()}
+            batch = np.concatenate([batch, batch[:, :, ::-1, :]])
+        out = {k: np.asarray(v) for k, v in infer(batch).items()}
+        if tta_flip:
+            out = {k: (v[:n] + v[n:]) / 2 for k, v in out.items()}
         ages.append(out["age_out"].reshape(-1))
         probs.append(out["gender_out"].reshape(-1))
         if "age_dist" in out:
@@ -36,9 +41,24 @@ def predict_arrays(model: keras.Model, images: np.ndarray, *, batch_size: int = 
     return result
 
 
-def _call(model: keras.Model, batch: np.ndarray) -> dict[str, np.ndarray]:
-    out = model(batch, training=False)
-    return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}
+_COMPILED: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
+
+
+def _inference_function(model: keras.Model):
+    """``model(x, training=False)`` compiled once per model (any batch size), numpy in and out.
+
+    An eager call of a 300-layer model costs ~10x more than the compiled graph on a CPU.
+    """
+    if model not in _COMPILED:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+            graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            _COMPILED[model] = lambda x: {k: v.numpy() for k, v in graph(x).items()}
+        else:
+            _COMPILED[model] = lambda x: {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
+    return _COMPILED[model]
 
 
 def age_band(ages: np.ndarray | pd.Series) -> np.ndarray:
