@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks benchmarks evaluate train-seed train-best pretrained clean
+.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ benchmarks: install
 
 evaluate: install
 	$(BIN)/agegender evaluate
+
+## Run the Streamlit app (http://localhost:8501): upload, webcam snapshot, live webcam.
+app: install
+	$(BIN)/streamlit run src/agegender/app.py
 
 ## Retrain the reference models (resumable: run the same command again after an interruption).
 train-seed: install

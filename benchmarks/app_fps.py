@@ -2,10 +2,10 @@
 
 Compares, in the same run and on the same frame and model:
 
-- project: ``Predictor.predict_image`` with the live mode's detector (BlazeFace on the whole
-  frame, ``agegender.live.LIVE_DETECTOR``), ``crop_face``, all faces of a frame in one direct
-  model call — what the app's live mode does per frame (the upload detector, which also
-  searches tiles for small faces, is measured too);
+- project: ``Predictor.predict_image`` as the app's live mode sets it up
+  (``agegender.live.live_predictor``: BlazeFace on the whole frame, ``crop_face``, all faces
+  of a frame in one compiled model call, no flip TTA); the upload set-up (default detector,
+  flip TTA as the model card says) is measured too;
 - reference: the usual tutorial app — OpenCV Haar cascade (``haarcascade_frontalface_default``,
   scaleFactor 1.1, minNeighbors 5, minSize 30x30) on the grayscale frame, then
   ``model.predict`` called once per face.
@@ -69,54 +69,39 @@ def make_frame(photo: Path, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
     return np.asarray(canvas)
 
 
-def timed_loop(step, seconds: float, warmup: int = 5, min_frames: int = 20) -> tuple[float, int]:
+def timed_loop(step, seconds: float, warmup: int = 5, min_frames: int = 20) -> tuple[float, int, float]:
+    """Frames per second (wall clock), frames run, and CPU milliseconds per frame (all threads).
+
+    CPU time is less disturbed than wall time when other processes share the cores.
+    """
     for _ in range(warmup):
         step()
-    frames, start = 0, time.perf_counter()
+    frames, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         step()
         frames += 1
         elapsed = time.perf_counter() - start
         if elapsed >= seconds and frames >= min_frames:
-            return frames / elapsed, frames
+            return frames / elapsed, frames, 1000 * (time.process_time() - cpu) / frames
 
 
 # -- the project's path ---------------------------------------------------------------------------
-class CompiledCall:
-    """A Keras model whose ``__call__`` runs as one ``tf.function`` graph (the proposed fix).
-
-    ``Predictor`` calls the model eagerly, op by op; for one small crop the Python and
-    dispatch overhead of eager execution is most of the time.
-    """
-
-    def __init__(self, model):
-        import tensorflow as tf
-
-        self.model = model
-        self._call = tf.function(self._forward, reduce_retracing=True)
-
-    def _forward(self, batch):
-        return self.model(batch, training=False)
-
-    def __call__(self, batch, training=False):
-        return self._call(batch)
-
-
-def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector: str = "live",
-                    compiled: bool = False) -> dict:
+def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector: str = "live") -> dict:
     """``detector``: "live" (the app's live mode, :data:`agegender.live.LIVE_DETECTOR`) or
-    "photo" (the default detector, with tiles for small faces, used for uploads).
-    ``compiled``: call the model through :class:`CompiledCall` instead of eagerly."""
+    "photo" (the default detector, with tiles for small faces, used for uploads)."""
     from agegender.faces import crop_face, load_detector
-    from agegender.live import load_live_detector
+    from agegender.live import live_predictor
+    from agegender.modelio import load_model
     from agegender.predict import Predictor
 
-    predictor = Predictor.load(model_path, detector=load_live_detector() if detector == "live" else load_detector())
-    if compiled:
-        predictor.model = CompiledCall(predictor.model)
+    if detector == "live":  # exactly what the app's live mode runs
+        model, card = load_model(model_path)
+        predictor = live_predictor(model, card, model_path)
+    else:
+        predictor = Predictor.load(model_path, detector=load_detector())
     image = Image.fromarray(frame)
     faces = predictor.predict_image(image)
-    fps, frames = timed_loop(lambda: predictor.predict_image(Image.fromarray(frame)), seconds)
+    fps, frames, cpu_ms = timed_loop(lambda: predictor.predict_image(Image.fromarray(frame)), seconds)
 
     # where the time goes: the same work, stage by stage
     detector, stages = predictor.detector, {"detect": 0.0, "crop+resize": 0.0, "model call": 0.0}
@@ -133,7 +118,8 @@ def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector
         stages["detect"] += t1 - t0
         stages["crop+resize"] += t2 - t1
         stages["model call"] += t3 - t2
-    return {"fps": fps, "frames": frames, "faces": len(faces), "detector": repr(detector),
+    return {"fps": fps, "frames": frames, "cpu_ms": cpu_ms, "faces": len(faces), "detector": repr(detector),
+            "tta_flip": predictor.tta_flip,
             "ms_per_stage": {k: 1000 * v / n for k, v in stages.items()}}
 
 
@@ -164,7 +150,7 @@ def measure_reference(model_path: str, frame: np.ndarray, seconds: float) -> dic
         return boxes, results
 
     boxes, _ = step()
-    fps, frames = timed_loop(step, seconds)
+    fps, frames, cpu_ms = timed_loop(step, seconds)
     t0 = time.perf_counter()
     for _ in range(20):
         cascade.detectMultiScale(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), scaleFactor=1.1, minNeighbors=5,
@@ -175,7 +161,7 @@ def measure_reference(model_path: str, frame: np.ndarray, seconds: float) -> dic
     for _ in range(20):
         model.predict(face, verbose=0)
     predict_ms = (time.perf_counter() - t0) / 20 * 1000
-    return {"fps": fps, "frames": frames, "faces": int(len(boxes)), "opencv": cv2.__version__,
+    return {"fps": fps, "frames": frames, "cpu_ms": cpu_ms, "faces": int(len(boxes)), "opencv": cv2.__version__,
             "ms_per_stage": {"haar detect": detect_ms, "model.predict per face": predict_ms},
             "keras": keras.__version__}
 
@@ -194,11 +180,23 @@ def reference_in_child(args, frame_file: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    from agegender.config import default_model_path
+def pick_model() -> str:
+    """The default model, else the newest model with a card in models/."""
+    from agegender.config import MODELS_DIR, default_model_path
+    from agegender.modelio import list_models
 
+    path = default_model_path()
+    if path.is_file():
+        return str(path)
+    found = list_models(MODELS_DIR) if MODELS_DIR.is_dir() else []
+    if not found:
+        raise SystemExit(f"no model: {path} is missing and {MODELS_DIR} has none; pass --model PATH")
+    return str(found[0][0])
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--model", help="a .keras model with its card (default: the default model)")
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per path")
     parser.add_argument("--photo", help="a photo with one face (default: a known_persons photo)")
     parser.add_argument("--reference-opencv", default=str(ROOT / ".venv-opencv4"))
@@ -212,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.model, frame, args.seconds)))
         return 0
 
+    args.model = args.model or pick_model()
     photo = find_photo(args.photo)
     frame = make_frame(photo)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"frame: {photo.name} fitted into {FRAME_SIZE[0]}x{FRAME_SIZE[1]}; model: {args.model}; "
-          f"{args.seconds:g} s per path; {os.cpu_count()} CPUs")
+          f"{args.seconds:g} s per path; {os.cpu_count()} CPUs, load average {load} at start")
     project = measure_project(args.model, frame, args.seconds, "live")
     photo_mode = measure_project(args.model, frame, min(args.seconds, 5.0), "photo")
-    compiled = measure_project(args.model, frame, min(args.seconds, 5.0), "live", compiled=True)
     import cv2
 
     if hasattr(cv2, "CascadeClassifier"):
@@ -234,13 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     ratio = project["fps"] / reference["fps"]
     stages = lambda r: ", ".join(f"{k} {v:.1f} ms" for k, v in r["ms_per_stage"].items())  # noqa: E731
     print(f"project   : {project['fps']:7.1f} frames/s ({project['faces']} face(s) found; "
-          f"{project['detector']}; {stages(project)})")
-    print(f"  upload detector (with tiles): {photo_mode['fps']:.1f} frames/s; {stages(photo_mode)}")
-    print(f"  model call compiled with tf.function (proposed fix): {compiled['fps']:.1f} frames/s; "
-          f"{stages(compiled)}")
+          f"{project['detector']}; flip TTA {'on' if project['tta_flip'] else 'off'}; {stages(project)})")
+    print(f"  as for uploads (default detector, flip TTA as in the card): {photo_mode['fps']:.1f} frames/s; "
+          f"{stages(photo_mode)}")
     print(f"reference : {reference['fps']:7.1f} frames/s ({reference['faces']} face(s) found; "
           f"Haar cascade, OpenCV {reference['opencv']}; {stages(reference)})")
-    print(f"ratio     : {ratio:7.2f}x")
+    print(f"ratio     : {ratio:7.2f}x (CPU time per frame: project {project['cpu_ms']:.1f} ms, "
+          f"reference {reference['cpu_ms']:.1f} ms, {reference['cpu_ms'] / project['cpu_ms']:.2f}x)")
     print(f"targets   : >= {TARGET_FPS:.0f} frames/s {'met' if project['fps'] >= TARGET_FPS else 'NOT met'}; "
           f">= {TARGET_RATIO:.0f}x the reference {'met' if ratio >= TARGET_RATIO else 'NOT met'}")
     if project["faces"] != 1 or reference["faces"] != 1:

@@ -29,7 +29,7 @@ from conftest import corrupt_jpeg, jpeg_bytes, png_declaring
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "src" / "agegender" / "app.py"
 ASSETS = Path(__file__).resolve().parent / "assets"
-WILD = REPO.parent / "shared" / "datasets" / "wild_samples"
+WILD = Path(os.environ.get("WILD_SAMPLES_DIR", REPO.parent / "shared" / "datasets" / "wild_samples"))
 
 
 # -- inputs -----------------------------------------------------------------------------------------
@@ -131,6 +131,19 @@ def test_tracker_forgets_lost_faces_and_starts_new_tracks():
     assert tracker.update([fp()])[0].track_id == 1 and len(tracker.current) == 1
 
 
+def test_tracker_configure_while_running():
+    tracker = FaceTracker(method="median", window=5)
+    for age in (10, 20, 30, 40, 50):
+        tracker.update([fp(age=age)])
+    tracker.configure(window=2)
+    assert tracker.update([fp(age=60)])[0].age == 55  # median of the last 2 frames
+    tracker.configure(method="ema", alpha=1.0)
+    assert tracker.update([fp(age=70)])[0].age == 70
+    with pytest.raises(ValueError):
+        tracker.configure(method="mode")
+    assert tracker.method == "ema"
+
+
 def test_tracker_validates_settings():
     with pytest.raises(ValueError):
         FaceTracker(method="mean")
@@ -167,6 +180,29 @@ def test_live_annotator_draws_smoothed_faces_and_survives_errors():
 
     annotator.predictor = FakePredictor([])
     assert np.array_equal(annotator.process(frame), frame) and annotator.last_error is None
+
+
+def test_live_detector_finds_the_face_in_a_webcam_frame():
+    from agegender.live import LIVE_DETECTOR, load_live_detector
+
+    detector = load_live_detector()
+    assert detector.tiles is False and LIVE_DETECTOR["name"] == "blazeface"
+    photo = Image.open(ASSETS / "face.jpg").convert("RGB")
+    frame = Image.new("RGB", (640, 480), (128, 128, 128))
+    frame.paste(photo, (120, 90))
+    (face,) = detector.detect(np.asarray(frame))
+    x, y, w, h = face.box
+    assert 120 < x + w / 2 < 520 and 90 < y + h / 2 < 390 and w > 80
+    assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+def test_live_predictor_shares_the_model_without_flip_tta():
+    from agegender.live import live_predictor
+
+    model, detector = object(), object()
+    card = {"input": {"image_size": 64, "color_mode": "grayscale"}, "tta_flip": True}
+    predictor = live_predictor(model, card, "m.keras", detector=detector)
+    assert predictor.model is model and predictor.detector is detector and predictor.tta_flip is False
 
 
 def test_srtp_works_after_tensorflow(tmp_path):

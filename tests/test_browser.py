@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "src" / "agegender" / "app.py"
 ASSETS = Path(__file__).resolve().parent / "assets"
-WILD = REPO.parent / "shared" / "datasets" / "wild_samples"
+WILD = Path(os.environ.get("WILD_SAMPLES_DIR", REPO.parent / "shared" / "datasets" / "wild_samples"))
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -162,18 +162,22 @@ def browser(playwright_api, fake_camera):
 
 
 @pytest.fixture
-def page(browser, server):
+def page(browser, server, request):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.grant_permissions(["camera"], origin=server)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     messages = []
     page.on("console", lambda msg: messages.append(f"{msg.type}: {msg.text}"))
-    page.goto(server)
-    page.get_by_role("heading", name="Age and gender estimation").wait_for()
-    page.locator('[data-testid="stSidebar"] [data-testid="stTable"]').wait_for()  # model loaded
-    yield page
-    context.close()
+    try:
+        page.goto(server)
+        page.get_by_role("heading", name="Age and gender estimation").wait_for()
+        page.locator('[data-testid="stSidebar"] [data-testid="stTable"]').wait_for()  # model loaded
+        yield page
+    finally:
+        screenshot(page, f"last_{request.node.name}.png")  # the page as the test left it, pass or fail
+        print("--- browser console ---\n" + "\n".join(messages[-40:]))
+        context.close()
 
 
 def screenshot(page, name: str) -> Path:

@@ -14,7 +14,8 @@ def label(face) -> str:
 
 
 def annotate(image: Image.Image, faces: Sequence) -> Image.Image:
-    """A copy of ``image`` with each face boxed and labelled; faces are numbered left to right."""
+    """A copy of ``image`` with each face boxed and labelled, numbered in the order given
+    (detectors return faces left to right); labels are kept inside the image."""
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     size = max(12, out.width // 45)
@@ -27,7 +28,10 @@ def annotate(image: Image.Image, faces: Sequence) -> Image.Image:
         color = COLORS.get(face.gender, (255, 200, 0))
         draw.rectangle([x, y, x + w, y + h], outline=color, width=max(2, out.width // 300))
         text = f"{number}: {label(face)}"
-        left, top, right, bottom = draw.textbbox((x, max(0, y - size - 6)), text, font=font)
-        draw.rectangle([left - 2, top - 2, right + 2, bottom + 2], fill=color)
-        draw.text((x, max(0, y - size - 6)), text, fill=(255, 255, 255), font=font)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        width, height = right - left, bottom - top
+        tx = min(max(0, x), max(0, out.width - width - 4))
+        ty = y - height - 8 if y - height - 8 >= 0 else min(y + h + 4, out.height - height - 4)
+        draw.rectangle([tx - 2, ty - 2, tx + width + 2, ty + height + 4], fill=color)
+        draw.text((tx - left, ty - top), text, fill=(255, 255, 255), font=font)
     return out

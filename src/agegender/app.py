@@ -224,6 +224,10 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
 
     def get_predictor(path: str, kind: str = "photo") -> Predictor:
         model, card = get_model(path)
+        if kind == "live":
+            from agegender.live import live_predictor
+
+            return live_predictor(model, card, path, detector=get_detector("live"))
         return Predictor(model, card, detector=get_detector(kind), path=path)
 
     @st.cache_resource
@@ -333,9 +337,8 @@ def live_page(st, predictor, model_key: str, lock: threading.Lock) -> None:  # p
     if model_key not in annotators:
         annotators[model_key] = LiveAnnotator(predictor, FaceTracker(), lock)
     annotator = annotators[model_key]
-    annotator.tracker.method = method
-    annotator.tracker.window = frames
-    annotator.tracker.alpha = 2.0 / (frames + 1)  # EMA with the same centre of mass as an N-frame mean
+    # an EMA with the same centre of mass as a mean over the last N frames
+    annotator.tracker.configure(method=method, window=frames, alpha=2.0 / (frames + 1))
 
     def callback(frame):
         out = annotator.process(frame.to_ndarray(format="rgb24"))

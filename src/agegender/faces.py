@@ -111,8 +111,8 @@ class FaceDetector:
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
         """Faces in ``image_rgb`` (see the module's caller contract), sorted left to right.
 
-        If nothing is found and ``retry_padded`` is set, the image is searched once more inside
-        a grey border half its size on each side: this finds the face in tight face crops
+        If nothing is found and ``retry_padded`` is set, the image is searched once more, shrunk,
+        inside a grey border half its size on each side: this finds the face in tight face crops
         (e.g. UTKFace's own), where detectors miss faces that touch the image edges.
         """
         rgb = to_rgb(image_rgb)
@@ -137,20 +137,30 @@ class FaceDetector:
     def _detect(self, image_rgb: np.ndarray) -> list[Face]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _detect_padded(self, image_rgb: np.ndarray) -> list[Face]:
+    def _detect_padded(self, image_rgb: np.ndarray, max_side: int = 384) -> list[Face]:
+        """Search ``image_rgb`` inside a grey border, shrunk to ``max_side`` (one cheap extra pass).
+
+        Only faces that fill a good part of the image matter here (tight crops), so the padded
+        image is small: on an empty video frame the retry costs one small model call.
+        """
         height, width = image_rgb.shape[:2]
         pad = max(height, width) // 2
         padded = cv2.copyMakeBorder(image_rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+        s = min(1.0, max_side / max(padded.shape[:2]))
+        if s < 1.0:
+            padded = cv2.resize(padded, (max(1, round(padded.shape[1] * s)), max(1, round(padded.shape[0] * s))),
+                                interpolation=cv2.INTER_AREA)
         shifted = []
         for face in self._detect(padded):
-            x, y, w, h = face.box
+            x, y, w, h = (v / s for v in face.box)
+            x, y = x - pad, y - pad
             # keep only faces mostly inside the real image
-            ix = max(0, min(x + w, pad + width) - max(x, pad))
-            iy = max(0, min(y + h, pad + height) - max(y, pad))
+            ix = max(0.0, min(x + w, width) - max(x, 0.0))
+            iy = max(0.0, min(y + h, height) - max(y, 0.0))
             if ix * iy < 0.5 * w * h:
                 continue
-            landmarks = None if face.landmarks is None else face.landmarks - np.float32(pad)
-            shifted.append(Face((x - pad, y - pad, w, h), face.score, landmarks, face.source))
+            landmarks = None if face.landmarks is None else (face.landmarks / np.float32(s) - np.float32(pad))
+            shifted.append(Face((x, y, w, h), face.score, landmarks, face.source))
         return shifted
 
     @staticmethod

@@ -24,16 +24,31 @@ import numpy as np
 
 Box = Sequence[float]  # x, y, w, h
 
-#: The live mode's face detector: webcam faces are large, so the whole frame is searched once,
-#: without the extra tiles that find small faces in group photos (7 detector runs per 640x480
-#: frame with tiles, 1 without).
-LIVE_DETECTOR: dict[str, Any] = {"name": "blazeface", "tiles": False}
+#: The live mode's face detector: webcam faces are large and near, so every frame is searched
+#: in one detector call: never tiled (not even HD frames, which the default detector tiles to
+#: find small faces in group photos) and no second, padded search when a frame has no face.
+LIVE_DETECTOR: dict[str, Any] = {"name": "blazeface", "tiles": False, "retry_padded": False}
+
+
+#: Flip test-time augmentation doubles the model's work per face; in live video the average
+#: over recent frames (FaceTracker) already smooths the estimates, so it is off there.
+LIVE_TTA_FLIP = False
 
 
 def load_live_detector():
     from .faces import load_detector
 
     return load_detector(**LIVE_DETECTOR)
+
+
+def live_predictor(model, card: dict, path=None, detector=None):
+    """A :class:`agegender.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
+    :data:`LIVE_TTA_FLIP`), sharing an already loaded model."""
+    from .predict import Predictor
+
+    predictor = Predictor(model, card, detector=detector or load_live_detector(), path=path)
+    predictor.tta_flip = predictor.tta_flip and LIVE_TTA_FLIP
+    return predictor
 
 
 def iou(a: Box, b: Box) -> float:
@@ -120,6 +135,17 @@ class FaceTracker:
             raise ValueError("alpha and box_alpha must be in (0, 1]")
         if self.window < 1:
             raise ValueError("window must be at least 1")
+
+    def configure(self, method: str | None = None, window: int | None = None, alpha: float | None = None) -> None:
+        """Change the smoothing while frames keep coming (from another thread)."""
+        with self._lock:
+            new = FaceTracker(method=method or self.method, window=window or self.window,
+                              alpha=alpha or self.alpha)  # validates
+            self.method, self.alpha = new.method, new.alpha
+            if new.window != self.window:
+                self.window = new.window
+                for track in self._tracks:
+                    track.history = deque(track.history, maxlen=self.window)
 
     def reset(self) -> None:
         with self._lock:

@@ -121,6 +121,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
           runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
     """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card."""
     keras.utils.set_random_seed(config.seed)
+    models_dir, runs_dir = Path(models_dir), Path(runs_dir)
     run_dir = runs_dir / config.output_name
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays, data_info = _load_arrays(config, folder)
