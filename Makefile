@@ -48,7 +48,9 @@ app: install
 train-seed: install
 	$(BIN)/agegender train --config configs/seed_cnn.json
 
+## AgeNet in two stages (stage 1 stops at its time budget; stage 2 anneals the learning rate).
 train-best: install
+	$(BIN)/agegender train --config configs/agenet_stage1.json
 	$(BIN)/agegender train --config configs/agenet.json
 
 ## ImageNet EfficientNet-Lite0 weights -> models/pretrained/ (torch only in .venv-convert; already committed).

@@ -83,12 +83,25 @@ def test_06_transfer_vgg16_mechanics(workdir):
 
 
 def test_05_train_best(workdir):
+    """Both stages run; the second starts from the first (by name, in the same models folder)."""
+    import json
+
     models = workdir / "models"
+    stage1, stage2 = workdir / "stage1.json", workdir / "stage2.json"
+    base = json.loads((PROJECT_ROOT / "configs" / "agenet_stage1.json").read_text())
+    stage1.write_text(json.dumps({**base, "name": "nb_agenet_stage1"}))
+    final = json.loads((PROJECT_ROOT / "configs" / "agenet.json").read_text())
+    assert final["init_weights"] == base["name"]  # the committed stages are chained
+    stage2.write_text(json.dumps({**final, "name": "nb_agenet", "init_weights": "nb_agenet_stage1"}))
     records = run("05_train_best", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models),
                   runs_dir=str(workdir / "runs"), compare_with=[str(models / "nb_seed.keras")],
-                  overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0,
-                             "name": "nb_agenet"})
+                  config_paths=[str(stage1), str(stage2)],
+                  overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0})
     assert 0 < records["test_age_mae"] < 60
+    assert (models / "nb_agenet_stage1.keras").exists() and (models / "nb_agenet.keras").exists()
+    card = json.loads((models / "nb_agenet.json").read_text())
+    assert card["training"]["previous_stage"]["epochs_completed"] == 1
+    assert records["train_minutes"] == pytest.approx(card["training"]["wall_seconds_all_stages"] / 60)
     names = [row["model"] for row in records["comparison"]]
     assert names[-1] == "nb_agenet"
     # the comparison re-evaluates the trained model on the same split: it must agree with the card

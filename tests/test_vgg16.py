@@ -66,6 +66,11 @@ def test_two_phase_training_saves_a_model_that_predicts(tiny_folder, tmp_path):
                          finetune_epochs=1, limit=8)
     card = train_vgg16_two_phase(recipe, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs", verbose=0)
     assert [p["phase"] for p in card["phases"]] == ["heads, base frozen", "block5 fine-tuned"]
+    # training time adds up over the phases, from the first phase's card
+    previous = card["training"]["previous_stage"]
+    assert previous["epochs_completed"] == 1
+    assert card["training"]["wall_seconds_all_stages"] == pytest.approx(
+        previous["wall_seconds"] + card["training"]["wall_seconds"], abs=0.2)
     assert card["input"] == {**card["input"], "image_size": 48, "color_mode": "rgb"}
     saved = json.loads((tmp_path / "models" / "vgg_tiny.json").read_text())
     assert len(saved["phases"]) == 2

@@ -88,7 +88,7 @@ class TrainConfig:
     gender_label_smoothing: float = 0.0
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    init_weights: str | None = None  # start from these weights (.keras or .weights.h5), e.g. a previous phase
+    init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
 
     @property
     def output_name(self) -> str:

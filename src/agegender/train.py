@@ -141,7 +141,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
         state = {"epochs_done": 0, "elapsed_seconds": 0.0, "epoch_seconds": [], "history": []}
         model = build_model(config.model, config.image_size, channels(config.color_mode), **config.model_kwargs)
         if config.init_weights:
-            load_weights_from(model, config.init_weights)
+            load_weights_from(model, _init_path(config.init_weights, models_dir))
         compile_model(model, config, steps)
         write_json_atomic(saved_config, config.to_dict())
     distribution = "age_dist" in model.output_names
@@ -163,7 +163,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                   epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself
 
-    card = model_card(model, config, data_info, state, arrays, train_rows)
+    card = model_card(model, config, data_info, state, arrays, train_rows, models_dir)
     save_model_atomic(inference_copy(model), models_dir / f"{config.output_name}.keras", card)
     write_json_atomic(run_dir / "card.json", card)
     return card
@@ -195,8 +195,27 @@ def inference_copy(model: keras.Model) -> keras.Model:
     return copy
 
 
+def _init_path(init_weights: str, models_dir: Path) -> Path:
+    """A bare name means a model of an earlier stage in the same models folder."""
+    path = Path(init_weights)
+    return models_dir / f"{init_weights}.keras" if not path.suffix and len(path.parts) == 1 else path
+
+
+def _previous_stage(init_weights: str | os.PathLike | None) -> dict[str, Any] | None:
+    """What the model this run started from cost, from its card (training time adds up over stages)."""
+    if not init_weights:
+        return None
+    card_file = Path(init_weights).with_suffix(".json")
+    if not card_file.is_file():
+        return None
+    training = json.loads(card_file.read_text()).get("training", {})
+    return {"weights": str(init_weights), "epochs_completed": training.get("epochs_completed"),
+            "wall_seconds": training.get("wall_seconds"),
+            "wall_seconds_all_stages": training.get("wall_seconds_all_stages", training.get("wall_seconds", 0.0))}
+
+
 def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
-               arrays: dict, train_rows: pd.DataFrame) -> dict[str, Any]:
+               arrays: dict, train_rows: pd.DataFrame, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Everything a consumer needs: input spec, provenance, timings and metrics."""
     tta = config.tta_flip
     metrics = {}
@@ -207,6 +226,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy())
     seconds = state["epoch_seconds"]
     images_per_epoch = len(arrays["train"][0])
+    previous = _previous_stage(_init_path(config.init_weights, models_dir) if config.init_weights else None)
     return {
         "name": config.output_name,
         "architecture": config.model,
@@ -229,6 +249,9 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
             "backend": keras.backend.backend(), "keras": keras.__version__, "tensorflow": tf.__version__,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "history": state["history"],
+            **({"previous_stage": previous,
+                "wall_seconds_all_stages": round(state["elapsed_seconds"] + previous["wall_seconds_all_stages"], 1)}
+               if previous else {"wall_seconds_all_stages": round(state["elapsed_seconds"], 1)}),
         },
         "metrics": metrics,
     }
