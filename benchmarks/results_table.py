@@ -24,7 +24,8 @@ def markdown(table: pd.DataFrame) -> str:
     cells = table.reindex(columns=COLUMNS).astype(object).where(table.reindex(columns=COLUMNS).notna(), "")
     lines = ["| model | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for name, row in cells.iterrows():
-        values = [f"{v:,}" if isinstance(v, int) and v > 9999 else str(v) for v in row]
+        values = [f"{int(v):,}" if isinstance(v, (int, float)) and v > 9999 and float(v).is_integer() else str(v)
+                  for v in row]
         lines.append(f"| {name} | " + " | ".join(values) + " |")
     return "\n".join(lines)
 

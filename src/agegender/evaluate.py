@@ -177,6 +177,13 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     return metrics
 
 
+def _epochs_label(training: dict[str, Any]) -> str:
+    """Epochs of a run, with those of the stage it started from: "8+1"."""
+    own = training.get("epochs_completed")
+    previous = training.get("previous_stage")
+    return f"{previous['epochs_completed']}+{own}" if previous else str(own)
+
+
 def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per model, all evaluated on the same test split: overall, per age band, cost."""
     from .modelio import read_card
@@ -194,8 +201,8 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
                                           if g["group"] == "female"), None),
                     "acc male %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
                                         if g["group"] == "male"), None),
-                    "epochs": training.get("epochs_completed"),
-                    "train minutes": round(training.get("wall_seconds", 0) / 60, 1),
+                    "epochs": _epochs_label(training),
+                    "train minutes": round(training.get("wall_seconds_all_stages", training.get("wall_seconds", 0)) / 60, 1),
                     "file MB": round(os.path.getsize(path) / 2**20, 1)})
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")

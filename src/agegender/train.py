@@ -132,7 +132,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     state_file, checkpoint = run_dir / "state.json", run_dir / "checkpoint.keras"
     saved_config = run_dir / "config.json"
     resume = (not fresh and checkpoint.exists() and state_file.exists() and saved_config.exists()
-              and json.loads(saved_config.read_text()) == config.to_dict())
+              and TrainConfig.from_dict(json.loads(saved_config.read_text())).to_dict() == config.to_dict())
     if resume:
         state = json.loads(state_file.read_text())
         model = keras.saving.load_model(checkpoint)  # compiled, with the optimizer state
