@@ -55,6 +55,5 @@ def train_vgg16_two_phase(recipe: VGG16Recipe, folder: str | os.PathLike | None 
         {"phase": "block5 fine-tuned", "training": card["training"],
          "val": {k: card["metrics"]["val"][k] for k in ("age_mae", "gender_accuracy")}},
     ]
-    card["training"]["wall_seconds_all_phases"] = phase1["training"]["wall_seconds"] + card["training"]["wall_seconds"]
     write_json_atomic(models_dir / f"{recipe.name}.json", card)
     return card
