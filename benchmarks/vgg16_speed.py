@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from _timing import train_images_per_second  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.models import build_vgg16_transfer  # noqa: E402
@@ -32,11 +31,7 @@ def images_per_second(fine_tune: bool, steps: int, batch: int = 32) -> float:
     x = rng.uniform(0, 255, (batch, 200, 200, 3)).astype("float32")
     y = {"gender_out": rng.integers(0, 2, (batch, 1)).astype("float32"),
          "age_out": rng.integers(1, 80, (batch, 1)).astype("float32")}
-    model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return steps * batch / (time.perf_counter() - start)
+    return train_images_per_second(model, x, y, steps, warmup=1)
 
 
 def main() -> None:

@@ -150,8 +150,12 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
 
 
 def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathLike | None = None, *,
-                    use_all: bool = False, batch_size: int = 256) -> dict[str, Any]:
-    """Evaluate a saved model on the test split of a UTKFace folder (or all of it)."""
+                    use_all: bool = False, batch_size: int = 256, with_predictions: bool = False):
+    """Evaluate a saved model on the test split of a UTKFace folder (or all of it).
+
+    With ``with_predictions`` also returns the evaluated rows and the predictions, so
+    callers that plot them (notebook 04) don't decode and predict the split again.
+    """
     from .config import default_model_path, resolve_data_dir
     from .data import SkipReport, dataset_fingerprint, load_utkface
     from .modelio import load_model
@@ -174,7 +178,7 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     metrics.update({"model": str(model_path), "folder": str(resolve_data_dir(folder)),
                     "subset": "all" if use_all else "test", "data_fingerprint": dataset_fingerprint(frame),
                     "skipped": report.to_dict(), "undecodable": len(errors)})
-    return metrics
+    return (metrics, rows, preds) if with_predictions else metrics
 
 
 def _epochs_label(training: dict[str, Any]) -> str:
