@@ -48,10 +48,10 @@ app: install
 train-seed: install
 	$(BIN)/agegender train --config configs/seed_cnn.json
 
-## AgeNet in two stages (stage 1 stops at its time budget; stage 2 anneals the learning rate).
+## AgeNet (one run within its 88-minute budget), then its float16 TFLite export used for serving.
 train-best: install
-	$(BIN)/agegender train --config configs/agenet_stage1.json
 	$(BIN)/agegender train --config configs/agenet.json
+	$(BIN)/agegender export --model models/agenet.keras
 
 ## ImageNet EfficientNet-Lite0 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
 CONVERT_VENV ?= .venv-convert

@@ -91,11 +91,11 @@ def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector
     "photo" (the default detector, with tiles for small faces, used for uploads)."""
     from agegender.faces import crop_face, load_detector
     from agegender.live import live_predictor
-    from agegender.modelio import load_model
+    from agegender.modelio import load_serving_model
     from agegender.predict import Predictor
 
     if detector == "live":  # exactly what the app's live mode runs
-        model, card = load_model(model_path)
+        model, card = load_serving_model(model_path)
         predictor = live_predictor(model, card, model_path)
     else:
         predictor = Predictor.load(model_path, detector=load_detector())

@@ -20,7 +20,7 @@ from agegender.models import build_agenet  # noqa: E402
 from agegender.pipeline import soft_age_labels  # noqa: E402
 from agegender.train import compile_model  # noqa: E402
 
-SETTINGS = ((96, None), (112, None), (112, "block3"), (112, "block4"), (128, "block3"), (128, "block4"))
+SETTINGS = ((96, None), (112, None), (112, "block2"), (112, "block3"), (112, "block4"), (128, None), (128, "block2"))
 
 
 def images_per_second(size: int, trainable_from: str | None, steps: int, batch: int = 64) -> float:
@@ -37,7 +37,13 @@ def images_per_second(size: int, trainable_from: str | None, steps: int, batch: 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--dtype-policy", default="float32",
+                        help="Keras dtype policy, e.g. mixed_bfloat16 (AMX/AVX-512 BF16 CPUs)")
     args = parser.parse_args()
+    import keras
+
+    keras.mixed_precision.set_global_policy(args.dtype_policy)
+    print(f"dtype policy {args.dtype_policy}")
     print(f"AgeNet training throughput, batch 64, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'input':>6} {'trainable from':>15} {'images/s':>9} {'min/epoch (17,075)':>19}")
     for size, start in SETTINGS:

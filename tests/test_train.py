@@ -247,3 +247,23 @@ def test_config_from_dict_rejects_unknown_keys():
     assert TrainConfig.from_dict({"epochs": 3}).epochs == 3
     assert TrainConfig(model="small_resnet").output_name == "small_resnet"
     assert TrainConfig(model="small_resnet", name="x").output_name == "x"
+
+
+def test_second_stage_starts_from_the_first(tiny_model, tmp_path, monkeypatch):
+    """``init_weights`` by bare name: the model of an earlier stage in the same models folder."""
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    shutil.copy(tiny_model.path, models_dir / "stage1.keras")
+    shutil.copy(tiny_model.path.with_suffix(".json"), models_dir / "stage1.json")
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "stage2", "epochs": 1, "learning_rate": 0.0,
+                            "image_size": tiny_model.config.image_size, "init_weights": "stage1"})
+    with monkeypatch.context() as mp:
+        spy = _Spy(mp)
+        card = train_module.train(config, tiny_model.folder, models_dir=models_dir, runs_dir=tmp_path / "runs",
+                                  verbose=0)
+    first, _ = load_model(tiny_model.path)
+    np.testing.assert_array_equal(spy.first_kernel[0], keras.ops.convert_to_numpy(first.get_layer("conv_32").kernel))
+    assert card["training"]["previous_stage"]["epochs_completed"] == tiny_model.card["training"]["epochs_completed"]
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train_module.train(TrainConfig(**{**RESUME_CONFIG, "name": "s3", "init_weights": "nothing"}), tiny_model.folder,
+                           models_dir=models_dir, runs_dir=tmp_path / "runs", verbose=0)

@@ -155,6 +155,9 @@ def describe_card(card: dict) -> dict[str, str]:
     }
     if card.get("architecture"):
         facts["architecture"] = str(card["architecture"])
+    if card.get("tflite"):
+        lite = card["tflite"]
+        facts["serving"] = f"TFLite {lite.get('quantization', '')} export, {lite.get('bytes', 0) / 2**20:.1f} MB"
     if card.get("created"):
         facts["trained"] = str(card["created"])[:16].replace("T", " ")
     return facts
@@ -218,9 +221,9 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
 
     @st.cache_resource(show_spinner="Loading the model…")
     def get_model(path: str):
-        from agegender.modelio import load_model
+        from agegender.modelio import load_serving_model
 
-        return load_model(path)
+        return load_serving_model(path)
 
     def get_predictor(path: str, kind: str = "photo") -> Predictor:
         model, card = get_model(path)

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import MODELS_DIR, RUNS_DIR
+from .config import MODELS_DIR, RUNS_DIR, default_model_path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -69,6 +69,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_with_test_images
+
+    model_path = Path(args.model or default_model_path())
+    record = export_with_test_images(model_path, args.data, check_images=args.check_images,
+                                     quantization=args.quantization)
+    check_info = record["check"]
+    print(f"{model_path.with_name(record['file'])}: {record['bytes'] / 2**20:.1f} MB ({record['quantization']}); "
+          f"on {check_info['images']} images ages differ by <= {check_info['max_age_diff_years']:.3f} years, "
+          f"P(female) by <= {check_info['max_p_female_diff']:.4f}, gender agrees on "
+          f"{100 * check_info['gender_agreement']:.1f} %")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .predict import Predictor, format_results
 
@@ -111,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="evaluate on every image of the folder, not just the test split")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="write a TFLite copy of a model (float16 weights), used for serving")
+    p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
+    p.add_argument("--data", help="UTKFace folder whose test images check the export (default: as for train)")
+    p.add_argument("--check-images", type=int, default=256, help="how many test images to compare on")
+    p.add_argument("--quantization", default="float16", choices=["float16", "none"])
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="age and gender for images")
     p.add_argument("images", nargs="+", help="image files")

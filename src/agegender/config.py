@@ -71,6 +71,7 @@ class TrainConfig:
     name: str | None = None  # output name under models/ (default: the model name)
     image_size: int = 128
     color_mode: str = "grayscale"  # "grayscale" or "rgb"
+    resize: str = "antialias"  # see agegender.images.RESIZE_METHODS; recorded in the card for serving
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3

@@ -31,13 +31,14 @@ import importlib.util
 import math
 import os
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
+
+from .litert import make_interpreter
 
 __all__ = ["Face", "FaceDetector", "BlazeFaceDetector", "HaarDetector", "MTCNNDetector",
            "DETECTORS", "DEFAULT_DETECTOR", "CropParams", "CROP_PARAMS", "load_detector",
@@ -215,21 +216,6 @@ def _ssd_anchors(size: int, strides: list[int], interpolated: float) -> np.ndarr
     return np.asarray(anchors, dtype=np.float32)
 
 
-def _make_interpreter(path: Path, num_threads: int):
-    """A TFLite interpreter: LiteRT's (ai-edge-litert) when installed, else TensorFlow's."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-    except ImportError:
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def _iou_matrix(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     """IoU of each (x0, y0, x1, y1) row of ``boxes`` with ``box``."""
     ix = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
@@ -288,7 +274,7 @@ class BlazeFaceDetector(FaceDetector):
         self.variant, self.tiles, self.tile_levels, self.tile_min_side = variant, tiles, tile_levels, tile_min_side
         self.name = "blazeface" if variant == "full" else f"blazeface_{variant}"
         path = Path(model_dir) if model_dir else blazeface_model_dir()
-        self._interpreter = _make_interpreter(path / spec["file"], num_threads)
+        self._interpreter = make_interpreter(path / spec["file"], num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
         self._scores_index, self._boxes_index = outputs[0]["index"], outputs[1]["index"]

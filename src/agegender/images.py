@@ -19,6 +19,16 @@ cv2.setNumThreads(1)  # callers parallelise across images
 
 COLOR_MODES = {"grayscale": ("L", 1), "rgb": ("RGB", 3)}
 
+#: How a face is brought to the model's input size; a model's card records the method it was
+#: trained with, and serving uses the same one.
+#: - "antialias": Gaussian pre-blur (sigma = (factor - 1) / 2 per axis, scikit-image's rule for
+#:   downscaling) + bilinear, in OpenCV, which releases the GIL so threads decode in parallel.
+#: - "pil_bilinear": PIL's antialiased bilinear (reducing_gap=2); what cards without a
+#:   "resize" entry were trained with. It holds the GIL and costs about 3x the time.
+RESIZE_METHODS = ("antialias", "pil_bilinear")
+DEFAULT_RESIZE = "antialias"
+LEGACY_RESIZE = "pil_bilinear"
+
 
 class ImageError(ValueError):
     """An image that cannot be used, with a message a person can act on."""
@@ -93,48 +103,113 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
     return img.convert("RGB")
 
 
-def to_model_input(img: Image.Image, image_size: int, color_mode: str) -> np.ndarray:
-    """Resize a decoded image to ``image_size`` squared, as uint8 HxWxC."""
+def _check_resize(resize: str) -> str:
+    if resize not in RESIZE_METHODS:
+        raise ValueError(f"resize must be one of {list(RESIZE_METHODS)}, not {resize!r}")
+    return resize
+
+
+def resize_antialiased(array: np.ndarray, image_size: int) -> np.ndarray:
+    """Resize an HxW(xC) uint8 array to ``image_size`` squared: Gaussian anti-aliasing, then bilinear."""
+    height, width = array.shape[:2]
+    if (height, width) == (image_size, image_size):
+        return array
+    sigma_y, sigma_x = (max(0.0, (side / image_size - 1.0) / 2.0) for side in (height, width))
+    if max(sigma_x, sigma_y) > 0.0:  # a sigma near 0 makes OpenCV pick a 1-tap kernel: no blur on that axis
+        array = cv2.GaussianBlur(array, (0, 0), sigmaX=max(sigma_x, 1e-3), sigmaY=max(sigma_y, 1e-3))
+    return cv2.resize(array, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
+
+
+def to_model_input(img: Image.Image | np.ndarray, image_size: int, color_mode: str,
+                   resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """Resize a decoded RGB image (PIL or HxWx3 uint8 array) to ``image_size`` squared, as uint8 HxWxC."""
     mode, _ = COLOR_MODES[_check_mode(color_mode)]
-    img = img.convert(mode)
-    if img.size != (image_size, image_size):
-        img = img.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
-    array = np.asarray(img, dtype=np.uint8)
+    if _check_resize(resize) == "pil_bilinear":
+        img = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
+        img = img.convert(mode)
+        if img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.BILINEAR, reducing_gap=2.0)
+        array = np.asarray(img, dtype=np.uint8)
+        return array[..., None] if array.ndim == 2 else array
+    if isinstance(img, Image.Image):
+        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    else:
+        array = np.asarray(img, dtype=np.uint8)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 RGB array, got shape {array.shape}")
+    if mode == "L":  # convert first: blurring and resizing one channel is cheaper
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
+    array = resize_antialiased(np.ascontiguousarray(array), image_size)
     return array[..., None] if array.ndim == 2 else array
 
 
-def load_for_model(source: str | os.PathLike | bytes, image_size: int, color_mode: str) -> np.ndarray:
+def load_for_model(source: str | os.PathLike | bytes, image_size: int, color_mode: str,
+                   resize: str = DEFAULT_RESIZE) -> np.ndarray:
     """Decode a file (an aligned face crop) straight to the model's input size.
 
     Complete JPEGs take a fast path (see :func:`_decode_jpeg_fast`); everything
     else, and every problem, goes through :func:`open_image`.
     """
     _check_mode(color_mode)
+    _check_resize(resize)
     if isinstance(source, (str, os.PathLike)) and str(source).lower().endswith((".jpg", ".jpeg")):
         decoded = _decode_jpeg_fast(str(source))
         if decoded is not None:
-            return to_model_input(Image.fromarray(decoded), image_size, color_mode)
-    return to_model_input(open_image(source), image_size, color_mode)
+            return to_model_input(decoded, image_size, color_mode, resize)
+    return to_model_input(open_image(source), image_size, color_mode, resize)
+
+
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_frame_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, walking the marker segments in ``head``.
+
+    None when the header is not within ``head`` or is malformed. Much cheaper than opening the
+    file with PIL, and it runs before any pixel is decoded (decompression bombs).
+    """
+    pos = 2  # after SOI
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(head[pos + 2:pos + 4], "big")
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if pos + 9 > len(head):
+                return None
+            height = int.from_bytes(head[pos + 5:pos + 7], "big")
+            width = int.from_bytes(head[pos + 7:pos + 9], "big")
+            return (width, height) if width and height else None
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
 
 
 def _decode_jpeg_fast(path: str) -> np.ndarray | None:
     """OpenCV's JPEG decoder, which releases the GIL (PIL's does not), so threads decode in parallel.
 
     Gives the same pixels as PIL (both are libjpeg-turbo; checked in the tests) and honours EXIF
-    orientation. Returns None for anything unusual (not a complete JPEG, too many pixels, an
-    error), and the caller takes the careful PIL path, which explains the problem.
+    orientation. Returns None for anything unusual (not a complete JPEG, too many pixels, a header
+    it cannot read, an error), and the caller takes the careful PIL path, which explains the problem.
     """
     try:
         with open(path, "rb") as handle:
-            if handle.read(3) != b"\xff\xd8\xff":
+            head = handle.read(65536)
+            if head[:3] != b"\xff\xd8\xff":
                 return None
             handle.seek(-2, os.SEEK_END)
             if handle.read(2) != b"\xff\xd9":  # truncated: no end-of-image marker
                 return None
-        with Image.open(path) as probe:  # header only: refuse bombs before decoding
-            if probe.size[0] * probe.size[1] > MAX_PIXELS:
-                return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, UnidentifiedImageError):
+    except (OSError, ValueError):
+        return None
+    size = jpeg_frame_size(head)
+    if size is None or size[0] * size[1] > MAX_PIXELS:  # refuse bombs before decoding
         return None
     # Always decode colour: JPEG's own luma differs from PIL's RGB->L by a few levels, and the
     # serving path converts RGB, so training must too.

@@ -60,6 +60,13 @@ def read_card(model_path: str | os.PathLike) -> dict:
         raise ModelFileError(f"model card {path} is damaged: {exc}") from None
 
 
+def input_resize(card: dict) -> str:
+    """The resize method a model was trained with (cards written before it was recorded used PIL's)."""
+    from .images import LEGACY_RESIZE
+
+    return card.get("input", {}).get("resize", LEGACY_RESIZE)
+
+
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras.Model, dict]:
     """Load a model and its card; raise :class:`ModelFileError` with the reason if either is unusable."""
     path = Path(path)
@@ -72,6 +79,38 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
     except Exception as exc:  # zip, h5 and config errors all mean the same thing to the user
         raise ModelFileError(f"model file {path} is damaged or not a Keras model: {type(exc).__name__}: {exc}") from None
     return model, card
+
+
+def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -> tuple[Any, dict]:
+    """The model to predict with, and its card.
+
+    ``x.tflite`` loads that export. ``x.keras`` loads its TFLite export instead when
+    ``prefer_tflite`` and the card records an export made from exactly this Keras file (same
+    SHA-256); otherwise the Keras model. Both answer :func:`agegender.evaluate.predict_arrays`.
+    """
+    from .litert import TFLiteModel
+
+    path = Path(path)
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} not found. Create it with `agegender export --model "
+                                 f"{path.with_suffix('.keras')}`.")
+        card = read_card(path)
+        try:
+            return TFLiteModel(path), card
+        except ValueError as exc:
+            raise ModelFileError(f"model file {path} is damaged: {exc}") from None
+    if prefer_tflite and path.is_file():
+        from .export import file_sha256
+
+        record = read_card(path).get("tflite")
+        lite = path.with_name(record["file"]) if record else None
+        if lite is not None and lite.is_file() and record.get("source_sha256") == file_sha256(path):
+            try:
+                return TFLiteModel(lite), read_card(path)
+            except ValueError:
+                pass  # a damaged export: the Keras model still serves
+    return load_model(path)
 
 
 def list_models(folder: str | os.PathLike) -> list[tuple[Path, dict]]:

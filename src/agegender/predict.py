@@ -13,7 +13,7 @@ from PIL import Image
 
 from .config import default_model_path
 from .images import ImageError, open_image, to_model_input
-from .modelio import load_model
+from .modelio import input_resize, load_serving_model
 
 RANGE_QUANTILES = (0.1, 0.9)  # the reported age range is the central 80 % of the predicted distribution
 
@@ -38,6 +38,7 @@ class Predictor:
         self.model, self.card, self.path = model, card, path
         self.image_size = int(card["input"]["image_size"])
         self.color_mode = card["input"]["color_mode"]
+        self.resize = input_resize(card)
         self.tta_flip = bool(card.get("tta_flip", False))
         self._detector = detector
         test = card.get("metrics", {}).get("test", {})
@@ -46,7 +47,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, detector=None) -> Predictor:
         path = path or default_model_path()
-        model, card = load_model(path)
+        model, card = load_serving_model(path)
         return cls(model, card, detector, path)
 
     @property
@@ -60,8 +61,7 @@ class Predictor:
     # -- core: crops -> predictions -------------------------------------------------------------
     def prepare(self, face_rgb: np.ndarray | Image.Image) -> np.ndarray:
         """A face crop (any size, RGB) as the model's uint8 input."""
-        img = face_rgb if isinstance(face_rgb, Image.Image) else Image.fromarray(np.asarray(face_rgb, dtype=np.uint8))
-        return to_model_input(img, self.image_size, self.color_mode)
+        return to_model_input(face_rgb, self.image_size, self.color_mode, self.resize)
 
     def predict_crops(self, crops: np.ndarray, boxes: Sequence[Sequence[int]] | None = None,
                       batch_size: int = 64) -> list[FacePrediction]:

@@ -21,10 +21,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .config import cache_dir
-from .images import ImageError, channels, load_for_model
+from .images import DEFAULT_RESIZE, ImageError, channels, load_for_model
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -38,15 +38,15 @@ class ImageArray:
     seconds: float
 
 
-def cache_key(paths: list[str], image_size: int, color_mode: str) -> str:
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{color_mode}\n".encode())
+def cache_key(paths: list[str], image_size: int, color_mode: str, resize: str = DEFAULT_RESIZE) -> str:
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{image_size}|{color_mode}|{resize}\n".encode())
     for path in paths:
         stat = os.stat(path)
         digest.update(f"{os.path.basename(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:24]
 
 
-def _decode_all(paths: list[str], image_size: int, color_mode: str, workers: int,
+def _decode_all(paths: list[str], image_size: int, color_mode: str, resize: str, workers: int,
                 progress: bool) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     out = np.zeros((len(paths), image_size, image_size, channels(color_mode)), dtype=np.uint8)
     kept = np.ones(len(paths), dtype=bool)
@@ -54,12 +54,12 @@ def _decode_all(paths: list[str], image_size: int, color_mode: str, workers: int
 
     def work(index: int) -> None:
         try:
-            out[index] = load_for_model(paths[index], image_size, color_mode)
+            out[index] = load_for_model(paths[index], image_size, color_mode, resize)
         except ImageError as exc:
             kept[index] = False
             errors[paths[index]] = str(exc)
 
-    # PIL releases the GIL while decoding and resizing, so threads scale without
+    # OpenCV releases the GIL while decoding and resizing, so threads scale without
     # the pickling cost of processes and write straight into the output array.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(tqdm(pool.map(work, range(len(paths))),
@@ -69,7 +69,7 @@ def _decode_all(paths: list[str], image_size: int, color_mode: str, workers: int
 
 
 def load_images(paths: list[str] | pd.Series, image_size: int, color_mode: str, *,
-                use_cache: bool = True, workers: int | None = None, progress: bool = True) -> ImageArray:
+                resize: str = DEFAULT_RESIZE, use_cache: bool = True, workers: int | None = None, progress: bool = True) -> ImageArray:
     """Decode ``paths`` into uint8 arrays of ``image_size`` squared.
 
     Corrupt files are not fatal: their rows are marked in ``kept`` and explained
@@ -80,7 +80,7 @@ def load_images(paths: list[str] | pd.Series, image_size: int, color_mode: str, 
         raise ValueError("no images to preprocess")
     start = time.perf_counter()
     workers = workers or max(2, os.cpu_count() or 2)
-    key = cache_key(paths, image_size, color_mode)
+    key = cache_key(paths, image_size, color_mode, resize)
     folder = cache_dir()
     array_file, meta_file = folder / f"{key}.npy", folder / f"{key}.json"
     if use_cache and array_file.exists() and meta_file.exists():
@@ -92,14 +92,15 @@ def load_images(paths: list[str] | pd.Series, image_size: int, color_mode: str, 
                 return ImageArray(images, kept, meta["errors"], True, time.perf_counter() - start)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring damaged cache %s: %s", array_file, exc)
-    images, kept, errors = _decode_all(paths, image_size, color_mode, workers, progress)
+    images, kept, errors = _decode_all(paths, image_size, color_mode, resize, workers, progress)
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = array_file.with_suffix(".tmp.npy")
         np.save(tmp, images)
         tmp_meta = meta_file.with_suffix(".tmp.json")
         tmp_meta.write_text(json.dumps({"kept": kept.tolist(), "errors": errors, "image_size": image_size,
-                                        "color_mode": color_mode, "count": len(paths)}))
+                                        "color_mode": color_mode, "resize": resize,
+                                        "count": len(paths)}))
         os.replace(tmp, array_file)
         os.replace(tmp_meta, meta_file)
     if errors:

@@ -105,7 +105,7 @@ def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple
             part = part.head(config.limit)
         if part.empty:
             raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty; need more images")
-        images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode)
+        images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode, resize=config.resize)
         undecodable.update(errors)
         arrays[split] = (images, rows)
     data_info = {"folder": str(resolve_data_dir(folder)), "count": int(len(frame)),
@@ -232,7 +232,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
         "architecture": config.model,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": int(model.count_params()),
-        "input": {"image_size": config.image_size, "color_mode": config.color_mode,
+        "input": {"image_size": config.image_size, "color_mode": config.color_mode, "resize": config.resize,
                   "scaling": "float32 pixels in 0..255; the model normalises them itself",
                   "face_crop": "UTKFace aligned crop (face centred, whole head visible)"},
         "outputs": {"gender_out": "P(female)", "age_out": "age in years",

@@ -1,0 +1,108 @@
+"""Export a trained Keras model to TFLite with float16 weights, checked against the original.
+
+The export sits beside the model (``models/agenet.keras`` -> ``models/agenet.tflite``) and is
+recorded in the model card with the SHA-256 of the Keras file it came from, so a retrained model
+never silently serves a stale export. Serving (:func:`agegender.modelio.load_serving_model`)
+prefers a matching export: it loads in milliseconds and a call costs a fraction of a Keras call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .modelio import card_path, load_model, read_card, write_json_atomic
+
+QUANTIZATIONS = ("float16", "none")
+#: The export is refused if it moves any age by more than this many years or any P(female) by
+#: more than this much on the check images: float16 weights move them by ~0.01.
+MAX_AGE_DIFF, MAX_PROB_DIFF = 0.5, 0.02
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tflite_path(model_path: str | os.PathLike) -> Path:
+    return Path(model_path).with_suffix(".tflite")
+
+
+def convert(model, quantization: str = "float16") -> bytes:
+    """TFLite flatbuffer of a Keras model (via a SavedModel, which keeps the weights and a dynamic batch)."""
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        model.export(folder, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        if quantization == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        return converter.convert()
+
+
+def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
+                  quantization: str = "float16") -> dict[str, Any]:
+    """Write ``<model>.tflite`` atomically, compare it with the Keras model on ``check_images``
+    (uint8 model inputs) and record the export in the model card. Returns the card's record."""
+    from .evaluate import predict_arrays
+    from .litert import TFLiteModel
+
+    model_path = Path(model_path)
+    model, card = load_model(model_path)
+    if len(check_images) == 0:
+        raise ValueError("export needs a few check images to compare the export with the model")
+    out_path = tflite_path(model_path)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".tflite")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(convert(model, quantization))
+        os.chmod(tmp, 0o644)
+        keras_out = predict_arrays(model, check_images)
+        lite_out = predict_arrays(TFLiteModel(tmp), check_images)
+        age_diff = float(np.abs(keras_out["age"] - lite_out["age"]).max())
+        prob_diff = float(np.abs(keras_out["p_female"] - lite_out["p_female"]).max())
+        if age_diff > MAX_AGE_DIFF or prob_diff > MAX_PROB_DIFF:
+            raise RuntimeError(f"the TFLite export differs from {model_path.name}: ages by up to {age_diff:.3f} "
+                               f"years, P(female) by up to {prob_diff:.4f}; not written")
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    record = {"file": out_path.name, "quantization": quantization, "bytes": out_path.stat().st_size,
+              "source_sha256": file_sha256(model_path),
+              "check": {"images": int(len(check_images)), "max_age_diff_years": round(age_diff, 4),
+                        "max_p_female_diff": round(prob_diff, 5),
+                        "gender_agreement": float(np.mean((keras_out["p_female"] >= 0.5)
+                                                          == (lite_out["p_female"] >= 0.5)))}}
+    card = read_card(model_path)
+    card["tflite"] = record
+    write_json_atomic(card_path(model_path), card)
+    return record
+
+
+def export_with_test_images(model_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+                            check_images: int = 256, quantization: str = "float16") -> dict[str, Any]:
+    """:func:`export_tflite`, checked on the first ``check_images`` test-split images of a UTKFace folder."""
+    from .data import load_utkface
+    from .modelio import input_resize
+    from .preprocess import load_split_arrays
+
+    card = read_card(model_path)
+    frame = load_utkface(data_dir)
+    check = frame[frame["split"] == "test"].head(check_images)
+    if check.empty:
+        check = frame.head(check_images)
+    images, _, _ = load_split_arrays(check, card["input"]["image_size"], card["input"]["color_mode"],
+                                     resize=input_resize(card), progress=False)
+    return export_tflite(model_path, images, quantization=quantization)

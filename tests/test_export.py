@@ -1,0 +1,104 @@
+"""The TFLite export: same predictions as the Keras model, used for serving only when it matches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from agegender.cli import main as cli_main
+from agegender.evaluate import evaluate_folder, predict_arrays
+from agegender.export import export_tflite, file_sha256
+from agegender.images import load_for_model
+from agegender.litert import TFLiteModel
+from agegender.modelio import ModelFileError, load_model, load_serving_model
+from agegender.predict import Predictor
+
+
+def _copy_model(tiny_model, folder):
+    target = folder / "tiny.keras"
+    shutil.copy(tiny_model.path, target)
+    shutil.copy(tiny_model.path.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
+def _inputs(tiny_model, n=12):
+    paths = sorted(tiny_model.folder.glob("*.jpg"))[:n]
+    spec = tiny_model.card["input"]
+    return np.stack([load_for_model(p, spec["image_size"], spec["color_mode"], spec["resize"]) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    path = _copy_model(tiny_model, tmp_path_factory.mktemp("export"))
+    assert cli_main(["export", "--model", str(path), "--data", str(tiny_model.folder), "--check-images", "8"]) == 0
+    return path
+
+
+def test_export_is_recorded_and_matches(exported, tiny_model):
+    record = json.loads(exported.with_suffix(".json").read_text())["tflite"]
+    lite = exported.with_suffix(".tflite")
+    assert record["file"] == lite.name and record["bytes"] == lite.stat().st_size
+    assert record["source_sha256"] == file_sha256(exported) and record["quantization"] == "float16"
+    assert record["check"]["images"] == 8 and record["check"]["gender_agreement"] == 1.0
+    images = _inputs(tiny_model)
+    keras_out = predict_arrays(load_model(exported)[0], images)
+    lite_out = predict_arrays(TFLiteModel(lite), images)
+    np.testing.assert_allclose(lite_out["age"], keras_out["age"], atol=0.5)
+    np.testing.assert_allclose(lite_out["p_female"], keras_out["p_female"], atol=0.02)
+    # any batch size, one after another (the interpreter is resized)
+    np.testing.assert_allclose(predict_arrays(TFLiteModel(lite), images[:1])["age"], lite_out["age"][:1], atol=1e-4)
+
+
+def test_serving_prefers_a_matching_export(exported, tiny_model):
+    model, card = load_serving_model(exported)
+    assert isinstance(model, TFLiteModel) and card["name"] == tiny_model.card["name"]
+    assert not isinstance(load_serving_model(exported, prefer_tflite=False)[0], TFLiteModel)
+    predictor = Predictor.load(exported)
+    assert isinstance(predictor.model, TFLiteModel)
+    face = _inputs(tiny_model, 1)
+    keras_pred = Predictor(load_model(exported)[0], card).predict_crops(face)[0]
+    lite_pred = predictor.predict_crops(face)[0]
+    assert lite_pred.age == pytest.approx(keras_pred.age, abs=0.5) and lite_pred.gender == keras_pred.gender
+
+
+def test_evaluate_the_export(exported, tiny_model):
+    keras_metrics = evaluate_folder(tiny_model.folder, exported)
+    lite_metrics = evaluate_folder(tiny_model.folder, exported.with_suffix(".tflite"))
+    assert lite_metrics["n"] == keras_metrics["n"] > 0
+    assert lite_metrics["age_mae"] == pytest.approx(keras_metrics["age_mae"], abs=0.1)
+
+
+def test_stale_or_damaged_export_is_not_served(exported, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for suffix in (".keras", ".json", ".tflite"):
+        shutil.copy(exported.with_suffix(suffix), folder / f"tiny{suffix}")
+    path = folder / "tiny.keras"
+    assert isinstance(load_serving_model(path)[0], TFLiteModel)
+    (folder / "tiny.tflite").write_bytes(b"not a flatbuffer" * 10)
+    assert not isinstance(load_serving_model(path)[0], TFLiteModel)  # damaged: Keras serves
+    with pytest.raises(ModelFileError, match="damaged"):
+        load_serving_model(folder / "tiny.tflite")
+    shutil.copy(exported.with_suffix(".tflite"), folder / "tiny.tflite")
+    model, _ = load_model(path)
+    model.save(path)  # retrained (different bytes): the export no longer matches
+    assert not isinstance(load_serving_model(path)[0], TFLiteModel)
+    with pytest.raises(ModelFileError, match="not found"):
+        load_serving_model(folder / "other.tflite")
+
+
+def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
+    import agegender.export as export
+
+    path = _copy_model(tiny_model, tmp_path)
+    card_before = path.with_suffix(".json").read_text()
+    monkeypatch.setattr(export, "MAX_AGE_DIFF", -1.0)
+    with pytest.raises(RuntimeError, match="differs"):
+        export_tflite(path, _inputs(tiny_model, 4))
+    assert not path.with_suffix(".tflite").exists() and not list(tmp_path.glob(".*.tflite"))
+    assert path.with_suffix(".json").read_text() == card_before
+    with pytest.raises(ValueError, match="check images"):
+        export_tflite(path, np.zeros((0, 64, 64, 1), np.uint8))
