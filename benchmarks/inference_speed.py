@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from agegender.config import SAMPLE_DIR, default_model_path  # noqa: E402
 from agegender.images import open_image  # noqa: E402
+from agegender.litert import TFLiteModel  # noqa: E402
 from agegender.predict import Predictor  # noqa: E402
 
 
@@ -42,7 +43,10 @@ def main() -> None:
         start = time.perf_counter()
         predictor.predict_crops(np.stack([predictor.prepare(face)]))
         latencies.append(time.perf_counter() - start)
-    print(f"model {args.model} ({os.path.getsize(args.model) / 2**20:.1f} MB), {os.cpu_count()} CPUs, "
+    # a .keras model is served by its TFLite export when the export matches it
+    served = predictor.model.path if isinstance(predictor.model, TFLiteModel) else args.model
+    print(f"model {args.model}, served by {os.path.basename(str(served))} ({os.path.getsize(served) / 2**20:.1f} MB), "
+          f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"load: {load_seconds:.2f} s; first call (graph tracing): {first_call:.2f} s")
     print(f"one aligned face: median {1000 * statistics.median(latencies):.1f} ms, "

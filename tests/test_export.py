@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agegender.cli import main as cli_main
-from agegender.evaluate import evaluate_folder, predict_arrays
+from agegender.evaluate import compare_models, evaluate_folder, predict_arrays
 from agegender.export import export_tflite, file_sha256
 from agegender.images import load_for_model
 from agegender.litert import TFLiteModel
@@ -69,6 +69,9 @@ def test_evaluate_the_export(exported, tiny_model):
     lite_metrics = evaluate_folder(tiny_model.folder, exported.with_suffix(".tflite"))
     assert lite_metrics["n"] == keras_metrics["n"] > 0
     assert lite_metrics["age_mae"] == pytest.approx(keras_metrics["age_mae"], abs=0.1)
+    table = compare_models([exported, exported.with_suffix(".tflite")], tiny_model.folder)
+    assert list(table.index) == ["tiny", "tiny (TFLite float16 export)"]
+    assert table["file MB"].iloc[1] < table["file MB"].iloc[0]
 
 
 def test_stale_or_damaged_export_is_not_served(exported, tmp_path):

@@ -202,7 +202,10 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
     for path in model_paths:
         metrics, card = evaluate_folder(folder, path), read_card(path)
         training = card.get("training", {})
-        row = {"model": card.get("name", os.path.basename(str(path))), "parameters": card.get("parameters"),
+        name = card.get("name", os.path.basename(str(path)))
+        if str(path).endswith(".tflite"):
+            name += f" (TFLite {card.get('tflite', {}).get('quantization', '')} export)".replace("  ", " ")
+        row = {"model": name, "parameters": card.get("parameters"),
                "input": f"{card['input']['image_size']}px {card['input']['color_mode']}",
                "test age MAE": round(metrics["age_mae"], 2),
                "test gender acc %": round(100 * metrics["gender_accuracy"], 1)}
