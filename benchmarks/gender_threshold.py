@@ -1,0 +1,57 @@
+"""Where the gender errors are, and whether a decision threshold chosen on val would help.
+
+Prints the best P(female) threshold on the validation split, test accuracy at 0.5 and at that
+threshold, and test accuracy for children (0-12) vs everyone else.
+
+    UTKFACE_DIR=/path/to/UTKFace python benchmarks/gender_threshold.py [--model models/agenet.keras]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from agegender.config import default_model_path  # noqa: E402
+from agegender.data import load_utkface  # noqa: E402
+from agegender.evaluate import predict_arrays  # noqa: E402
+from agegender.modelio import input_resize, load_serving_model  # noqa: E402
+from agegender.preprocess import load_split_arrays  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(default_model_path()))
+    args = parser.parse_args()
+    model, card = load_serving_model(args.model)
+    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
+    frame = load_utkface()
+    preds = {}
+    for split in ("val", "test"):
+        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode,
+                                            resize=input_resize(card), progress=False)
+        p_female = predict_arrays(model, images, tta_flip=card.get("tta_flip", False))["p_female"]
+        preds[split] = (p_female, rows["gender"].to_numpy(), rows["age"].to_numpy())
+
+    def accuracy(split: str, threshold: float, mask: np.ndarray | None = None) -> float:
+        p, y, _ = preds[split]
+        correct = (p >= threshold) == y
+        return float(correct[mask].mean() if mask is not None else correct.mean())
+
+    thresholds = np.linspace(0.3, 0.7, 81)
+    best = float(thresholds[int(np.argmax([accuracy("val", t) for t in thresholds]))])
+    children = preds["test"][2] <= 12
+    print(f"model {args.model}")
+    print(f"val:  accuracy {100 * accuracy('val', 0.5):.2f} % at 0.5, best threshold {best:.3f} "
+          f"({100 * accuracy('val', best):.2f} %)")
+    print(f"test: accuracy {100 * accuracy('test', 0.5):.2f} % at 0.5, {100 * accuracy('test', best):.2f} % "
+          f"at the val threshold")
+    print(f"test at 0.5: children 0-12 {100 * accuracy('test', 0.5, children):.1f} % (n={int(children.sum())}), "
+          f"13+ {100 * accuracy('test', 0.5, ~children):.1f} % (n={int((~children).sum())})")
+
+
+if __name__ == "__main__":
+    main()
