@@ -10,10 +10,10 @@ import pytest
 
 from agegender.cli import main as cli_main
 from agegender.evaluate import compare_models, evaluate_folder, predict_arrays
-from agegender.export import export_tflite, file_sha256
+from agegender.export import export_tflite
 from agegender.images import load_for_model
 from agegender.litert import TFLiteModel
-from agegender.modelio import ModelFileError, load_model, load_serving_model
+from agegender.modelio import ModelFileError, file_sha256, load_model, load_serving_model
 from agegender.predict import Predictor
 
 

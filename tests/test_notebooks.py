@@ -92,7 +92,7 @@ def test_05_train_best(workdir):
                                   "name": "nb_agenet"}))
     records = run("05_train_best", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models),
                   runs_dir=str(workdir / "runs"), compare_with=[str(models / "nb_seed.keras")],
-                  config_paths=[str(config)],
+                  config_path=str(config),
                   overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0})
     assert 0 < records["test_age_mae"] < 60
     assert (models / "nb_agenet.keras").exists() and (models / "nb_agenet.tflite").exists()

@@ -267,3 +267,12 @@ def test_second_stage_starts_from_the_first(tiny_model, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="not found"):
         train_module.train(TrainConfig(**{**RESUME_CONFIG, "name": "s3", "init_weights": "nothing"}), tiny_model.folder,
                            models_dir=models_dir, runs_dir=tmp_path / "runs", verbose=0)
+
+
+def test_config_from_json_with_overrides(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"model": "agenet", "epochs": 10, "model_kwargs": {"dropout": 0.3}}))
+    config = TrainConfig.from_json(path, epochs=1, limit=8)
+    assert (config.model, config.epochs, config.limit, config.model_kwargs) == ("agenet", 1, 8, {"dropout": 0.3})
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_json(path, epoch=1)

@@ -107,5 +107,6 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+    def from_json(cls, path: str | os.PathLike, **overrides: Any) -> TrainConfig:
+        """A saved config, with ``overrides`` replacing its fields (e.g. ``epochs=1`` for a quick run)."""
+        return cls.from_dict({**json.loads(Path(path).read_text()), **overrides})

@@ -52,7 +52,9 @@ def _inference_function(model: keras.Model):
 
     An eager call of a 300-layer model costs ~10x more than the compiled graph on a CPU.
     """
-    if hasattr(model, "infer"):  # a TFLite export (agegender.litert.TFLiteModel)
+    from .litert import TFLiteModel
+
+    if isinstance(model, TFLiteModel):  # an export answers directly, no graph to compile
         return model.infer
     if model not in _COMPILED:
         if keras.backend.backend() == "tensorflow":
@@ -204,7 +206,8 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
         training = card.get("training", {})
         name = card.get("name", os.path.basename(str(path)))
         if str(path).endswith(".tflite"):
-            name += f" (TFLite {card.get('tflite', {}).get('quantization', '')} export)".replace("  ", " ")
+            quantization = card.get("tflite", {}).get("quantization")  # absent: converted by other means
+            name += f" (TFLite {quantization} export)" if quantization else " (TFLite export)"
         row = {"model": name, "parameters": card.get("parameters"),
                "input": f"{card['input']['image_size']}px {card['input']['color_mode']}",
                "test age MAE": round(metrics["age_mae"], 2),

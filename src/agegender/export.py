@@ -8,7 +8,6 @@ prefers a matching export: it loads in milliseconds and a call costs a fraction 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -16,20 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from .modelio import card_path, load_model, read_card, write_json_atomic
+from .modelio import card_path, file_sha256, load_model, read_card, write_json_atomic
 
 QUANTIZATIONS = ("float16", "none")
 #: The export is refused if it moves any age by more than this many years or any P(female) by
 #: more than this much on the check images: float16 weights move them by ~0.01.
 MAX_AGE_DIFF, MAX_PROB_DIFF = 0.5, 0.02
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tflite_path(model_path: str | os.PathLike) -> Path:
@@ -85,7 +76,6 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
                         "max_p_female_diff": round(prob_diff, 5),
                         "gender_agreement": float(np.mean((keras_out["p_female"] >= 0.5)
                                                           == (lite_out["p_female"] >= 0.5)))}}
-    card = read_card(model_path)
     card["tflite"] = record
     write_json_atomic(card_path(model_path), card)
     return record

@@ -41,10 +41,9 @@ class TFLiteModel:
         try:
             self._interpreter = make_interpreter(self.path, num_threads or os.cpu_count() or 1)
             signatures = self._interpreter.get_signature_list()
-            self._signature = next(iter(signatures))
-            self._runner = self._interpreter.get_signature_runner(self._signature)
-            self._input_name = signatures[self._signature]["inputs"][0]
-            self.output_names = sorted(signatures[self._signature]["outputs"])
+            signature = next(iter(signatures))
+            self._runner = self._interpreter.get_signature_runner(signature)
+            self._input_name = signatures[signature]["inputs"][0]
         except (ValueError, RuntimeError, StopIteration, IndexError, KeyError) as exc:
             raise ValueError(f"{self.path} is not a usable TFLite model: {exc}") from None
         detail = self._runner.get_input_details()[self._input_name]
@@ -55,9 +54,6 @@ class TFLiteModel:
         if batch.shape[1:] != self.input_shape[1:]:
             raise ValueError(f"{self.path.name} expects images of shape {self.input_shape[1:]}, got {batch.shape[1:]}")
         return {name: np.asarray(value) for name, value in self._runner(**{self._input_name: batch}).items()}
-
-    def count_params(self) -> int | None:  # what the Keras model reports; unknown here
-        return None
 
     def __repr__(self) -> str:
         return f"TFLiteModel({self.path.name!r})"

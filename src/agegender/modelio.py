@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +49,15 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike, card: dict | 
     if card is not None:
         write_json_atomic(card_path(path), card)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Identifies a model file's exact bytes (an export records the one it was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_card(model_path: str | os.PathLike) -> dict:
@@ -101,13 +111,12 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
         except ValueError as exc:
             raise ModelFileError(f"model file {path} is damaged: {exc}") from None
     if prefer_tflite and path.is_file():
-        from .export import file_sha256
-
-        record = read_card(path).get("tflite")
+        card = read_card(path)
+        record = card.get("tflite")
         lite = path.with_name(record["file"]) if record else None
         if lite is not None and lite.is_file() and record.get("source_sha256") == file_sha256(path):
             try:
-                return TFLiteModel(lite), read_card(path)
+                return TFLiteModel(lite), card
             except ValueError:
                 pass  # a damaged export: the Keras model still serves
     return load_model(path)

@@ -226,7 +226,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy())
     seconds = state["epoch_seconds"]
     images_per_epoch = len(arrays["train"][0])
-    previous = _previous_stage(_init_path(config.init_weights, models_dir) if config.init_weights else None)
+    previous = _previous_stage(config.init_weights and _init_path(config.init_weights, models_dir))
     return {
         "name": config.output_name,
         "architecture": config.model,
