@@ -24,7 +24,7 @@ BY_KIND = {kind: name for name, kind in BAD_FILES.items()}
 READABLE = ("unparsable", "alpha", "grayscale", "webp")  # odd, but images a person can use
 ERRORS = {"text": "not an image file", "empty": "empty file", "truncated": "corrupt or truncated",
           "corrupt": "corrupt or truncated", "bomb": "decompression bomb"}
-METRIC_KEYS = {"n", "age_mae", "age_rmse", "gender_accuracy", "baseline", "by_age_band", "by_race", "by_gender",
+METRIC_KEYS = {"n", "age_mae", "age_rmse", "age_bias", "gender_accuracy", "baseline", "by_age_band", "by_race", "by_gender",
                "confusion_matrix", "gender_calibration"}
 
 
@@ -43,6 +43,7 @@ def test_overall_metrics(handmade):
     assert m["n"] == 4
     assert m["age_mae"] == pytest.approx(4.25)
     assert m["age_rmse"] == pytest.approx(math.sqrt((4 + 0 + 25 + 100) / 4))
+    assert m["age_bias"] == pytest.approx((2 + 0 - 5 - 10) / 4)
     assert m["gender_accuracy"] == pytest.approx(0.75)
     assert m["confusion_matrix"] == {"labels": ["male", "female"], "rows_true_cols_predicted": [[2, 0], [1, 1]]}
     assert set(m) == METRIC_KEYS
@@ -63,6 +64,7 @@ def test_groups(handmade):
     bands = {r["group"]: (r["n"], r["age_mae"], r["gender_accuracy"]) for r in m["by_age_band"]}
     assert bands == {"0-12": (1, 2.0, 1.0), "20-39": (1, 0.0, 1.0), "40-59": (1, 5.0, 0.0), "60+": (1, 10.0, 1.0)}
     assert [r["group"] for r in m["by_age_band"]] == ["0-12", "20-39", "40-59", "60+"]  # empty band left out
+    assert [r["age_bias"] for r in m["by_age_band"]] == [2.0, 0.0, -5.0, -10.0]  # signed: over- vs underestimates
     races = {r["group"]: (r["n"], r["age_mae"]) for r in m["by_race"]}
     assert races == {"White": (1, 2.0), "Black": (1, 0.0), "Asian": (1, 10.0), "unknown": (1, 5.0)}
     genders = {r["group"]: (r["n"], r["age_mae"], r["gender_accuracy"]) for r in m["by_gender"]}

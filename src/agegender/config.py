@@ -87,6 +87,10 @@ class TrainConfig:
     age_loss_weight: float = 1.0
     gender_loss_weight: float = 1.0
     gender_label_smoothing: float = 0.0
+    age_sigma: float = 2.0  # width (years) of the soft age label of distribution heads, at age 0 ...
+    age_sigma_per_year: float = 0.0  # ... growing by this much per year of age (0 = the same width at every age)
+    age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term
+    age_balance: float = 0.0  # weight each image by (share of its age band in train) ** -age_balance; 0 = off
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path

@@ -82,7 +82,7 @@ def _group_table(frame: pd.DataFrame, by: str, order: list) -> list[dict[str, An
         if len(part) == 0:
             continue
         rows.append({"group": str(value), "n": int(len(part)), "age_mae": float(part["abs_err"].mean()),
-                     "gender_accuracy": float(part["gender_correct"].mean())})
+                     "age_bias": float(part["err"].mean()), "gender_accuracy": float(part["gender_correct"].mean())})
     return rows
 
 
@@ -112,8 +112,9 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
     age_true = frame["age"].to_numpy(dtype=float)
     gender_true = frame["gender"].to_numpy(dtype=int)
     gender_pred = (np.asarray(p_female) >= 0.5).astype(int)
+    error = np.asarray(age_pred, dtype=float) - age_true
     table = pd.DataFrame({
-        "age": age_true, "abs_err": np.abs(np.asarray(age_pred, dtype=float) - age_true),
+        "age": age_true, "err": error, "abs_err": np.abs(error),
         "gender": gender_true, "gender_correct": gender_pred == gender_true,
         "band": age_band(age_true), "race": frame["race"].map(lambda r: RACES.get(r, "unknown") if pd.notna(r) else "unknown").to_numpy(),
         "gender_name": [GENDERS[g] for g in gender_true],
@@ -127,6 +128,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
         "n": int(len(frame)),
         "age_mae": float(table["abs_err"].mean()),
         "age_rmse": float(np.sqrt(np.mean(table["abs_err"] ** 2))),
+        "age_bias": float(error.mean()),  # mean predicted minus true age
         "gender_accuracy": float(table["gender_correct"].mean()),
         "baseline": {"age": median_age, "age_mae": float(np.abs(age_true - median_age).mean()),
                      "gender": GENDERS[majority], "gender_accuracy": float((gender_true == majority).mean())},
@@ -147,9 +149,10 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     lines.append(f"baseline (median age {base['age']:.0f}, always {base['gender']}): age MAE "
                  f"{base['age_mae']:.2f} y, gender accuracy {100 * base['gender_accuracy']:.1f} %")
     for key, label in (("by_age_band", "age band"), ("by_race", "race"), ("by_gender", "gender")):
-        lines.append(f"{label:>10}  {'n':>6}  {'age MAE':>8}  {'gender acc':>10}")
+        lines.append(f"{label:>10}  {'n':>6}  {'age MAE':>8}  {'bias':>6}  {'gender acc':>10}")
         for row in metrics[key]:
-            lines.append(f"{row['group']:>10}  {row['n']:>6}  {row['age_mae']:>8.2f}  {100 * row['gender_accuracy']:>9.1f}%")
+            lines.append(f"{row['group']:>10}  {row['n']:>6}  {row['age_mae']:>8.2f}  {row['age_bias']:>+6.2f}  "
+                         f"{100 * row['gender_accuracy']:>9.1f}%")
     cm = metrics["confusion_matrix"]["rows_true_cols_predicted"]
     lines.append(f"confusion (true rows male/female, predicted cols male/female): {cm}")
     lines.append(f"gender calibration ECE: {metrics['gender_calibration']['ece']:.3f}")

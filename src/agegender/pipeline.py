@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from .models import AGE_BINS
@@ -10,12 +11,31 @@ from .models import AGE_BINS
 AGE_SIGMA = 2.0  # width (years) of the soft age label for distribution heads
 
 
-def soft_age_labels(ages: tf.Tensor, sigma: float = AGE_SIGMA) -> tf.Tensor:
-    """Gaussian label distribution over 0..MAX_AGE centred on each true age."""
+def soft_age_labels(ages: tf.Tensor, sigma: float = AGE_SIGMA, sigma_per_year: float = 0.0) -> tf.Tensor:
+    """Gaussian label distribution over 0..MAX_AGE centred on each true age.
+
+    The width is ``sigma + sigma_per_year * age``: a fixed 2-year width cut off at 0 puts the
+    mean of a one-year-old's label near 1.8 years, and ages are less certain as people get older.
+    """
     bins = tf.range(AGE_BINS, dtype=tf.float32)
     ages = tf.cast(tf.reshape(ages, (-1, 1)), tf.float32)
-    weights = tf.exp(-0.5 * tf.square((bins - ages) / sigma))
+    width = sigma + sigma_per_year * ages
+    weights = tf.exp(-0.5 * tf.square((bins - ages) / width))
     return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+
+
+def age_balance_weights(ages: np.ndarray, power: float) -> np.ndarray:
+    """Per-image weights ``(share of the image's age band) ** -power``, scaled to mean 1.
+
+    ``power=0.5`` gives rare bands (children, teenagers, 60+) more say without the noise of
+    full inverse-frequency weights; the bands are those of the evaluation report.
+    """
+    from .evaluate import age_band
+
+    bands = pd.Series(age_band(ages))
+    share = bands.map(bands.value_counts(normalize=True)).to_numpy(dtype="float64")
+    weights = share ** -power
+    return (weights / weights.mean()).astype("float32")
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -37,28 +57,33 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 
 def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, batch_size: int,
-                 training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False) -> tf.data.Dataset:
-    """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"]})``.
+                 training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False,
+                 age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
+                 sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"]}[, weights])``.
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable.
     """
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
                "age_out": ages.astype("float32").reshape(-1, 1)}
-    ds = tf.data.Dataset.from_tensor_slices((images, targets))
+    columns = (images, targets) if sample_weights is None else (images, targets, sample_weights.astype("float32"))
+    ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
 
-    def to_float(x, y):
-        return tf.cast(x, tf.float32), y
+    def to_float(x, *rest):
+        return (tf.cast(x, tf.float32), *rest)
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda xy, s: (augment_batch(xy[0], tf.cast(s, tf.int32) % 2**30), xy[1]),
+            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if age_distribution:
-        ds = ds.map(lambda x, y: (x, {**y, "age_dist": soft_age_labels(y["age_out"])}),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        def add_soft_labels(x, y, *rest):
+            return (x, {**y, "age_dist": soft_age_labels(y["age_out"], age_sigma, age_sigma_per_year)}, *rest)
+
+        ds = ds.map(add_soft_labels, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

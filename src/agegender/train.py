@@ -28,7 +28,7 @@ from .evaluate import evaluate_predictions, predict_arrays
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
 from .models import build_model
-from .pipeline import make_dataset
+from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
         # Label-distribution learning: KL to a Gaussian around the true age, plus L1 on its mean.
         losses["age_dist"] = keras.losses.KLDivergence()
         weights["age_dist"] = config.age_loss_weight
-        weights["age_out"] = 0.1 * config.age_loss_weight
+        weights["age_out"] = config.age_mean_loss_weight * config.age_loss_weight
     model.compile(optimizer=_optimizer(config, steps_per_epoch), loss=losses, loss_weights=weights,
                   metrics=metrics)
 
@@ -151,7 +151,10 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             training=training, augment=config.augment and training,
                             # a resumed run must not replay epoch 1's shuffle and augmentation draws
                             seed=config.seed + state["epochs_done"],
-                            age_distribution=distribution)
+                            age_distribution=distribution, age_sigma=config.age_sigma,
+                            age_sigma_per_year=config.age_sigma_per_year,
+                            sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance)
+                                            if training and config.age_balance else None))
 
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]

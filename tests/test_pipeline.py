@@ -1,0 +1,77 @@
+"""Training inputs: soft age labels, age-band balancing weights, and batches with sample weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+
+from agegender.config import TrainConfig  # noqa: E402
+from agegender.evaluate import age_band  # noqa: E402
+from agegender.pipeline import age_balance_weights, make_dataset, soft_age_labels  # noqa: E402
+
+
+def _label_mean(age: float, sigma: float, per_year: float = 0.0) -> float:
+    labels = soft_age_labels(np.array([age]), sigma, per_year).numpy()[0]
+    assert labels.sum() == pytest.approx(1.0, abs=1e-5)
+    return float(labels @ np.arange(len(labels)))
+
+
+def test_fixed_width_label_is_biased_for_babies():
+    # The reason for age-dependent widths: a 2-year Gaussian cut off at 0 centres a 1-year-old near 1.8.
+    assert _label_mean(1, 2.0) > 1.7
+    assert _label_mean(30, 2.0) == pytest.approx(30, abs=1e-3)
+
+
+def test_age_dependent_width_keeps_babies_centred():
+    assert _label_mean(1, 0.8, 0.045) == pytest.approx(1.0, abs=0.1)
+    narrow, wide = (soft_age_labels(np.array([age]), 0.8, 0.045).numpy()[0] for age in (5, 70))
+    assert narrow.max() > 2 * wide.max()  # older ages get a wider (less certain) label
+
+
+def test_balance_weights_favour_rare_bands_and_average_one():
+    ages = np.array([1] * 10 + [30] * 80 + [70] * 10)
+    weights = age_balance_weights(ages, 0.5)
+    assert weights.mean() == pytest.approx(1.0, abs=1e-6)
+    assert weights[0] == pytest.approx(weights[-1])  # same share -> same weight
+    assert weights[0] / weights[50] == pytest.approx((10 / 80) ** -0.5, rel=1e-5)
+    assert np.allclose(age_balance_weights(ages, 0.0), 1.0)
+
+
+def test_balance_weights_use_the_report_bands():
+    ages = np.array([12, 13, 19, 20, 59, 60])
+    weights = age_balance_weights(ages, 1.0)
+    bands = age_band(ages)
+    for band in set(bands):
+        assert len(set(weights[bands == band].round(6))) == 1
+
+
+def test_dataset_carries_sample_weights_through_augmentation():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    ages, genders = np.array([1, 5, 30, 30, 45, 80]), np.array([0, 1, 0, 1, 0, 1])
+    weights = age_balance_weights(ages, 0.5)
+    ds = make_dataset(images, ages, genders, batch_size=6, training=True, augment=True, age_distribution=True,
+                      age_sigma=0.8, age_sigma_per_year=0.045, sample_weights=weights)
+    x, y, w = next(iter(ds))
+    assert x.shape == (6, 16, 16, 3) and set(y) == {"gender_out", "age_out", "age_dist"}
+    order = np.argsort(y["age_out"].numpy().ravel(), kind="stable")  # the batch is shuffled
+    assert np.allclose(np.sort(w.numpy()), np.sort(weights)) and np.allclose(w.numpy()[order][:2], weights[:2])
+    assert np.allclose(y["age_dist"].numpy() @ np.arange(y["age_dist"].shape[1]), y["age_out"].numpy().ravel(), atol=0.1)
+
+
+def test_dataset_without_weights_yields_pairs():
+    images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
+    batch = next(iter(make_dataset(images, np.arange(4), np.zeros(4), batch_size=4, training=False)))
+    assert len(batch) == 2
+
+
+def test_compile_uses_the_mean_loss_weight():
+    from agegender.models import build_small_resnet
+    from agegender.train import compile_model
+
+    model = build_small_resnet((16, 16, 3), widths=(4, 4))
+    compile_model(model, TrainConfig(model="small_resnet", age_loss_weight=2.0, age_mean_loss_weight=0.25,
+                                     gender_loss_weight=3.0), steps_per_epoch=1)
+    assert model._compile_config.config["loss_weights"] == {"gender_out": 3.0, "age_out": 0.5, "age_dist": 2.0}
