@@ -14,27 +14,16 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from _splits import predict_splits  # noqa: E402
 
 from agegender.config import default_model_path  # noqa: E402
-from agegender.data import load_utkface  # noqa: E402
-from agegender.evaluate import predict_arrays  # noqa: E402
-from agegender.modelio import input_resize, load_serving_model  # noqa: E402
-from agegender.preprocess import load_split_arrays  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(default_model_path()))
     args = parser.parse_args()
-    model, card = load_serving_model(args.model)
-    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
-    frame = load_utkface()
-    preds = {}
-    for split in ("val", "test"):
-        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode,
-                                            resize=input_resize(card), progress=False)
-        p_female = predict_arrays(model, images, tta_flip=card.get("tta_flip", False))["p_female"]
-        preds[split] = (p_female, rows["gender"].to_numpy(), rows["age"].to_numpy())
+    preds = {split: (p["p_female"], p["gender"], p["age"]) for split, p in predict_splits(args.model).items()}
 
     def accuracy(split: str, threshold: float, mask: np.ndarray | None = None) -> float:
         p, y, _ = preds[split]

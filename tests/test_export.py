@@ -105,3 +105,17 @@ def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
     assert path.with_suffix(".json").read_text() == card_before
     with pytest.raises(ValueError, match="check images"):
         export_tflite(path, np.zeros((0, 64, 64, 1), np.uint8))
+
+
+def test_median_readout_converts(tmp_path):
+    """The median read-out (cumsum + gather) survives the TFLite conversion."""
+    from agegender.export import convert
+    from agegender.models import build_small_resnet, with_age_readout
+
+    model = with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median")
+    path = tmp_path / "median.tflite"
+    path.write_bytes(convert(model, "none"))
+    x = np.random.default_rng(4).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    lite, keras_out = predict_arrays(TFLiteModel(path), x), predict_arrays(model, x)
+    np.testing.assert_allclose(lite["age"], keras_out["age"], atol=1e-3)
+    np.testing.assert_allclose(lite["age_dist"], keras_out["age_dist"], atol=1e-5)

@@ -105,3 +105,52 @@ def test_custom_layers_round_trip(tmp_path):
     a, b = model(x, training=False), loaded(x, training=False)
     for key in ("age_out", "gender_out", "age_dist"):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a[key]), keras.ops.convert_to_numpy(b[key]), atol=1e-5)
+
+
+def _median_by_hand(dist: np.ndarray) -> np.ndarray:
+    """Median with each 1-year bin spread evenly over its year, by walking the bins."""
+    out = []
+    for p in dist:
+        cumulative = 0.0
+        for age, mass in enumerate(p):
+            if cumulative + mass >= 0.5:
+                out.append(max(0.0, age - 0.5 + (0.5 - cumulative) / mass))
+                break
+            cumulative += mass
+    return np.array(out)
+
+
+def test_median_readout_matches_the_definition_and_round_trips(tmp_path):
+    from agegender.modelio import load_model, save_model_atomic
+    from agegender.models import with_age_readout
+
+    model = build_small_resnet(input_shape=(32, 32, 3), widths=(8,))
+    median_model = with_age_readout(model, "median")
+    x = np.random.default_rng(3).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    out = {k: keras.ops.convert_to_numpy(v) for k, v in median_model(x, training=False).items()}
+    np.testing.assert_allclose(out["age_out"].ravel(), _median_by_hand(out["age_dist"]), atol=1e-3)
+    expectation = keras.ops.convert_to_numpy(model(x, training=False)["age_out"]).ravel()
+    assert np.allclose(expectation, out["age_dist"] @ np.arange(AGE_BINS), atol=1e-3)  # same weights, other read-out
+    path = save_model_atomic(median_model, tmp_path / "median.keras", {"input": {"image_size": 32, "color_mode": "rgb"}})
+    loaded, _ = load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)["age_out"]), out["age_out"], atol=1e-5)
+
+
+def test_median_of_a_point_mass_and_of_a_baby():
+    from agegender.models import MedianAge
+
+    dist = np.zeros((2, AGE_BINS), dtype="float32")
+    dist[0, 40] = 1.0                      # all mass on 40 -> the middle of its year
+    dist[1, 0], dist[1, 1] = 0.9, 0.1      # mostly newborn -> stays at or above 0
+    median = keras.ops.convert_to_numpy(MedianAge()(dist)).ravel()
+    assert median[0] == pytest.approx(40.0, abs=1e-4)
+    assert 0.0 <= median[1] < 0.5
+
+
+def test_readout_errors():
+    from agegender.models import with_age_readout
+
+    with pytest.raises(ValueError, match="unknown age read-out"):
+        with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "mode")
+    with pytest.raises(ValueError, match="no age distribution"):
+        with_age_readout(build_seed_cnn(input_shape=(64, 64, 1)), "median")

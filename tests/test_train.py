@@ -276,3 +276,27 @@ def test_config_from_json_with_overrides(tmp_path):
     assert (config.model, config.epochs, config.limit, config.model_kwargs) == ("agenet", 1, 8, {"dropout": 0.3})
     with pytest.raises(ValueError, match="unknown training settings"):
         TrainConfig.from_json(path, epoch=1)
+
+
+def test_age_readout_chosen_on_val_and_changed_without_retraining(tiny_folder, tmp_path, monkeypatch):
+    """``age_readout="val"`` keeps the read-out with the lower val MAE; switching it later re-finishes, not retrains."""
+    models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
+    config = TrainConfig(model="small_resnet", name="readout", image_size=32, color_mode="rgb", epochs=1,
+                         batch_size=16, limit=32, seed=5, age_readout="val", model_kwargs={"widths": [8]})
+    card = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    readout = card["age_readout"]
+    assert readout["setting"] == "val" and set(readout["val_age_mae"]) == {"expectation", "median"}
+    assert readout["method"] == min(readout["val_age_mae"], key=readout["val_age_mae"].get)
+    assert card["metrics"]["val"]["age_mae"] == pytest.approx(readout["val_age_mae"][readout["method"]], abs=1e-3)
+    model, _ = load_model(models_dir / "readout.keras")
+    assert type(model.get_layer("age_out")).__name__ == {"expectation": "ExpectedAge", "median": "MedianAge"}[readout["method"]]
+
+    begun: list[int] = []
+    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", lambda cb, epoch, logs=None: begun.append(epoch))
+    other = "median" if readout["method"] == "expectation" else "expectation"
+    again = train_module.train(TrainConfig(**{**config.to_dict(), "age_readout": other}), tiny_folder,
+                               models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    assert begun == []  # the finished run was not trained again
+    assert again["age_readout"]["method"] == other
+    assert again["metrics"]["val"]["age_mae"] == pytest.approx(readout["val_age_mae"][other], abs=1e-3)
+    assert json.loads((runs_dir / "readout" / "config.json").read_text())["age_readout"] == other

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 #: Repository root (``src/agegender/config.py`` -> three levels up).
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +92,12 @@ class TrainConfig:
     age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term
     age_balance: float = 0.0  # weight each image by (share of its age band in train) ** -age_balance; 0 = off
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
+    age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
+
+    #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
+    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout"})
 
     @property
     def output_name(self) -> str:
@@ -101,6 +105,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that shape the weights (a run resumes only if these are unchanged)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.POST_TRAINING_FIELDS}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

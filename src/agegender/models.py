@@ -30,6 +30,40 @@ class ExpectedAge(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="agegender")
+class MedianAge(layers.Layer):
+    """Read-out of an age distribution: its median in years.
+
+    Each 1-year bin is spread evenly over [age - 0.5, age + 0.5], so the median moves
+    smoothly. The median minimises the expected absolute error, the metric we report.
+    """
+
+    def call(self, probabilities):
+        bins = keras.ops.shape(probabilities)[-1]
+        cdf = keras.ops.cumsum(probabilities, axis=-1)
+        index = keras.ops.minimum(keras.ops.sum(keras.ops.cast(cdf < 0.5, "int32"), axis=-1, keepdims=True), bins - 1)
+        mass = keras.ops.take_along_axis(probabilities, index, axis=-1)
+        below = keras.ops.take_along_axis(cdf, index, axis=-1) - mass
+        median = keras.ops.cast(index, probabilities.dtype) - 0.5 + (0.5 - below) / keras.ops.maximum(mass, 1e-7)
+        return keras.ops.maximum(median, 0.0)
+
+
+#: name -> layer turning ``age_dist`` into ``age_out``
+AGE_READOUTS: dict[str, type[layers.Layer]] = {"expectation": ExpectedAge, "median": MedianAge}
+
+
+def with_age_readout(model: keras.Model, readout: str) -> keras.Model:
+    """The same network (shared layers and weights) with ``age_out`` read from ``age_dist`` by ``readout``."""
+    if readout not in AGE_READOUTS:
+        raise ValueError(f"unknown age read-out {readout!r}; choose one of {sorted(AGE_READOUTS)}")
+    if "age_dist" not in model.output_names:
+        raise ValueError(f"model {model.name!r} has no age distribution output to read an age from")
+    dist = model.get_layer("age_dist").output
+    outputs = {"gender_out": model.get_layer("gender_out").output, "age_dist": dist,
+               "age_out": AGE_READOUTS[readout](name="age_out")(dist)}
+    return keras.Model(model.input, outputs, name=model.name)
+
+
+@keras.saving.register_keras_serializable(package="agegender")
 class VGG16Preprocess(layers.Layer):
     """``keras.applications.vgg16.preprocess_input`` as a layer: RGB 0..255 -> BGR, ImageNet means removed."""
 

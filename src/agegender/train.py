@@ -27,7 +27,7 @@ from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface
 from .evaluate import evaluate_predictions, predict_arrays
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
-from .models import build_model
+from .models import AGE_READOUTS, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
 
@@ -132,7 +132,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     state_file, checkpoint = run_dir / "state.json", run_dir / "checkpoint.keras"
     saved_config = run_dir / "config.json"
     resume = (not fresh and checkpoint.exists() and state_file.exists() and saved_config.exists()
-              and TrainConfig.from_dict(json.loads(saved_config.read_text())).to_dict() == config.to_dict())
+              and TrainConfig.from_dict(json.loads(saved_config.read_text())).training_fields()
+              == config.training_fields())
     if resume:
         state = json.loads(state_file.read_text())
         model = keras.saving.load_model(checkpoint)  # compiled, with the optimizer state
@@ -166,8 +167,14 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                   epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself
 
-    card = model_card(model, config, data_info, state, arrays, train_rows, models_dir)
-    save_model_atomic(inference_copy(model), models_dir / f"{config.output_name}.keras", card)
+    final, readout = inference_copy(model), None
+    if distribution:
+        final, readout = choose_age_readout(final, config, *arrays["val"])
+    card = model_card(final, config, data_info, state, arrays, train_rows, models_dir)
+    if readout:
+        card["age_readout"] = readout
+    write_json_atomic(saved_config, config.to_dict())  # the post-training fields this card was made with
+    save_model_atomic(final, models_dir / f"{config.output_name}.keras", card)
     write_json_atomic(run_dir / "card.json", card)
     return card
 
@@ -189,6 +196,19 @@ def load_weights_from(model: keras.Model, path: str | os.PathLike) -> None:
             model.load_weights(weights)
     else:
         model.load_weights(path)
+
+
+def choose_age_readout(model: keras.Model, config: TrainConfig, val_images: np.ndarray,
+                       val_rows: pd.DataFrame) -> tuple[keras.Model, dict[str, Any]]:
+    """``model`` with the age read-out the config asks for; ``"val"`` picks the lowest validation MAE."""
+    names = list(AGE_READOUTS) if config.age_readout == "val" else [config.age_readout]
+    candidates = {name: with_age_readout(model, name) for name in names}
+    val_mae = {}
+    for name, candidate in candidates.items():
+        ages = predict_arrays(candidate, val_images, tta_flip=config.tta_flip)["age"]
+        val_mae[name] = round(float(np.abs(ages - val_rows["age"].to_numpy()).mean()), 4)
+    chosen = min(val_mae, key=val_mae.get)
+    return candidates[chosen], {"method": chosen, "setting": config.age_readout, "val_age_mae": val_mae}
 
 
 def inference_copy(model: keras.Model) -> keras.Model:

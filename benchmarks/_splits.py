@@ -1,0 +1,26 @@
+"""Shared by the error analyses: a model's predictions on the val and test splits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agegender.data import load_utkface
+from agegender.evaluate import predict_arrays
+from agegender.modelio import input_resize, load_serving_model
+from agegender.preprocess import load_split_arrays
+
+
+def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {"age", "gender" (true), "pred_age", "p_female"[, "age_dist"]}}``, served as the card says."""
+    model, card = load_serving_model(model_path)
+    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
+    frame = load_utkface()
+    result = {}
+    for split in splits:
+        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode,
+                                            resize=input_resize(card), progress=False)
+        pred = predict_arrays(model, images, tta_flip=card.get("tta_flip", False))
+        result[split] = {"age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
+                         "pred_age": pred["age"], "p_female": pred["p_female"],
+                         **({"age_dist": pred["age_dist"]} if "age_dist" in pred else {})}
+    return result

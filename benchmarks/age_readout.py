@@ -1,0 +1,52 @@
+"""How to read an age out of the predicted distribution: expectation, median or mode, per age band.
+
+Prints age MAE and signed bias (predicted minus true) per band on val and test for each read-out.
+Choose on val; test is shown to confirm.
+
+    UTKFACE_DIR=/path/to/UTKFace python benchmarks/age_readout.py [--model models/agenet.keras]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from _splits import predict_splits  # noqa: E402
+
+from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
+
+
+def readouts(dist: np.ndarray) -> dict[str, np.ndarray]:
+    """Expectation, interpolated median (each 1-year bin spread evenly over its year) and mode."""
+    ages = np.arange(dist.shape[1])
+    cdf = np.cumsum(dist, axis=1)
+    k = np.minimum((cdf < 0.5).sum(axis=1), dist.shape[1] - 1)
+    below = np.where(k > 0, cdf[np.arange(len(k)), k - 1], 0.0)
+    median = k - 0.5 + (0.5 - below) / np.maximum(dist[np.arange(len(k)), k], 1e-12)
+    return {"expectation": dist @ ages, "median": median, "mode": dist.argmax(axis=1).astype(float)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(default_model_path()))
+    args = parser.parse_args()
+    preds = predict_splits(args.model)
+    print(f"model {args.model}; cells: MAE (bias)")
+    print(f"{'split':<5} {'read-out':<12} {'all':>13}" + "".join(f" {label:>13}" for label, _, _ in AGE_BANDS))
+    for split, p in preds.items():
+        if "age_dist" not in p:
+            raise SystemExit(f"{args.model} has no age distribution output")
+        for name, age in readouts(p["age_dist"]).items():
+            error = age - p["age"]
+            cells = [f"{np.abs(error).mean():6.2f} ({error.mean():+5.2f})"]
+            for _, low, high in AGE_BANDS:
+                band = (p["age"] >= low) & (p["age"] <= high)
+                cells.append(f"{np.abs(error[band]).mean():6.2f} ({error[band].mean():+5.2f})")
+            print(f"{split:<5} {name:<12} " + " ".join(f"{c:>13}" for c in cells))
+
+
+if __name__ == "__main__":
+    main()
