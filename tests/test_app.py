@@ -295,6 +295,21 @@ def test_model_options_and_card_description(tmp_path, monkeypatch):
     assert describe_card({})["test age MAE"] == "n/a"
 
 
+def test_serving_line_names_what_answers(tiny_model, tmp_path):
+    from agegender.app import describe_serving
+    from agegender.litert import TFLiteModel
+    from agegender.modelio import load_model
+
+    keras_model, card = load_model(tiny_model.path)
+    assert describe_serving(keras_model, {**card, "tflite": {"quantization": "float16"}}) == "Keras model"
+    from agegender.export import convert
+
+    lite_path = tmp_path / "tiny.tflite"
+    lite_path.write_bytes(convert(keras_model))
+    line = describe_serving(TFLiteModel(lite_path), {**card, "tflite": {"quantization": "float16"}})
+    assert line.startswith("TFLite float16 export,") and line.endswith(" MB")
+
+
 def test_rtc_configuration_has_no_external_servers_by_default(monkeypatch):
     from agegender.app import rtc_configuration
 

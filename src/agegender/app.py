@@ -155,12 +155,19 @@ def describe_card(card: dict) -> dict[str, str]:
     }
     if card.get("architecture"):
         facts["architecture"] = str(card["architecture"])
-    if card.get("tflite"):
-        lite = card["tflite"]
-        facts["serving"] = f"TFLite {lite.get('quantization', '')} export, {lite.get('bytes', 0) / 2**20:.1f} MB"
     if card.get("created"):
         facts["trained"] = str(card["created"])[:16].replace("T", " ")
     return facts
+
+
+def describe_serving(model, card: dict) -> str:
+    """What actually answers: the TFLite export (only loaded when it matches the Keras file) or the Keras model."""
+    from agegender.litert import TFLiteModel
+
+    if isinstance(model, TFLiteModel):
+        lite = card.get("tflite", {})
+        return f"TFLite {lite.get('quantization', '')} export, {model.path.stat().st_size / 2**20:.1f} MB".replace("  ", " ")
+    return "Keras model"
 
 
 def model_label(path: Path, card: dict) -> str:
@@ -257,6 +264,8 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
     except Exception as exc:
         st.error(f"Cannot load the model {path}: {exc}")
         st.stop()
+    with st.sidebar:
+        st.caption(f"Serving: {describe_serving(predictor.model, predictor.card)}")
     lock = get_lock(str(path))
 
     cache = st.session_state.setdefault("analyses", SessionCache())
