@@ -16,7 +16,7 @@ from PIL import Image
 
 from agegender.cli import main
 from agegender.data import dataset_fingerprint, load_utkface
-from agegender.evaluate import age_band, calibration, evaluate_predictions, format_report
+from agegender.evaluate import age_band, age_ranges, calibration, evaluate_predictions, format_report
 
 from conftest import BAD_FILES
 
@@ -79,6 +79,25 @@ def test_calibration(handmade):
     assert [b["bin"] for b in cal["bins"]] == ["0.2-0.3", "0.3-0.4", "0.4-0.5", "0.9-1.0"]
     perfect = calibration(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1]))
     assert perfect["ece"] == pytest.approx(0.0)
+
+
+def test_age_range_coverage(handmade):
+    frame, age_pred, p_female = handmade
+    dist = np.zeros((4, 117))
+    dist[0, 8:13] = 0.2    # 10 % quantile at 8, 90 % at 12: holds 10
+    dist[1, 30:35] = 0.2   # 30..34: 25 is below
+    dist[2, 45] = 1.0      # a point mass: the range is [45, 45] and holds 45
+    dist[3, 60:64] = 0.25  # 60..63: 70 is above
+    low, high = age_ranges(dist)
+    assert list(low) == [8, 30, 45, 60] and list(high) == [12, 34, 45, 63]
+    # the same ends as np.searchsorted on each row's cumulative distribution
+    for row, lo, hi in zip(dist, low, high):
+        assert (lo, hi) == tuple(float(np.searchsorted(np.cumsum(row), q)) for q in (0.1, 0.9))
+    m = evaluate_predictions(frame, age_pred, p_female, age_dist=dist)
+    assert m["age_range"] == {"quantiles": [0.1, 0.9], "coverage": 0.5, "mean_width_years": pytest.approx((4 + 4 + 0 + 3) / 4),
+                              "below": 0.25, "above": 0.25}
+    assert "holds the true age for 50.0 % of faces" in format_report(m)
+    assert "age_range" not in evaluate_predictions(*handmade)
 
 
 def test_age_band_edges():

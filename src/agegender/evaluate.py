@@ -12,6 +12,8 @@ import pandas as pd
 
 from .config import AGE_BANDS, GENDERS, RACES
 
+RANGE_QUANTILES = (0.1, 0.9)  # the reported age range is the central 80 % of the predicted distribution
+
 if TYPE_CHECKING:
     from .litert import TFLiteModel
 
@@ -102,12 +104,31 @@ def calibration(p_female: np.ndarray, gender: np.ndarray, bins: int = 10) -> dic
     return {"ece": float(ece), "bins": table}
 
 
+def age_ranges(age_dist: np.ndarray, quantiles: tuple[float, float] = RANGE_QUANTILES) -> tuple[np.ndarray, np.ndarray]:
+    """Low and high ends (years) of the central interval of each predicted age distribution."""
+    cdf = np.cumsum(np.asarray(age_dist, dtype=float), axis=-1)
+    low, high = ((cdf < q).sum(axis=-1).astype(float) for q in quantiles)  # = np.searchsorted per row
+    return low, high
+
+
+def range_coverage(age_true: np.ndarray, age_dist: np.ndarray) -> dict[str, Any]:
+    """How often the reported age range holds the true age (it should, for 80 % of faces), and its width."""
+    low, high = age_ranges(age_dist)
+    age_true = np.asarray(age_true, dtype=float)
+    inside = (age_true >= low) & (age_true <= high)
+    return {"quantiles": list(RANGE_QUANTILES), "coverage": float(inside.mean()),
+            "mean_width_years": float((high - low).mean()),
+            "below": float((age_true < low).mean()), "above": float((age_true > high).mean())}
+
+
 def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np.ndarray,
-                         train_ages: np.ndarray | None = None, train_genders: np.ndarray | None = None) -> dict[str, Any]:
+                         train_ages: np.ndarray | None = None, train_genders: np.ndarray | None = None,
+                         age_dist: np.ndarray | None = None) -> dict[str, Any]:
     """All metrics for predictions on the rows of ``frame`` (columns age, gender, race).
 
     The trivial baseline predicts the median age and the majority gender of the
-    training rows when given, else of ``frame`` itself.
+    training rows when given, else of ``frame`` itself. With ``age_dist`` (distribution
+    models) also the coverage of the reported age range.
     """
     age_true = frame["age"].to_numpy(dtype=float)
     gender_true = frame["gender"].to_numpy(dtype=int)
@@ -137,6 +158,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
         "by_gender": _group_table(table, "gender_name", list(GENDERS.values())),
         "confusion_matrix": {"labels": ["male", "female"], "rows_true_cols_predicted": confusion},
         "gender_calibration": calibration(np.asarray(p_female, dtype=float), gender_true),
+        **({"age_range": range_coverage(age_true, age_dist)} if age_dist is not None else {}),
     }
 
 
@@ -156,6 +178,10 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     cm = metrics["confusion_matrix"]["rows_true_cols_predicted"]
     lines.append(f"confusion (true rows male/female, predicted cols male/female): {cm}")
     lines.append(f"gender calibration ECE: {metrics['gender_calibration']['ece']:.3f}")
+    if "age_range" in metrics:
+        r = metrics["age_range"]
+        lines.append(f"age range ({100 * (r['quantiles'][1] - r['quantiles'][0]):.0f} % interval): holds the true age "
+                     f"for {100 * r['coverage']:.1f} % of faces, {r['mean_width_years']:.1f} years wide on average")
     return "\n".join(lines)
 
 
@@ -185,7 +211,8 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     preds = predict_arrays(model, images, batch_size=batch_size, tta_flip=card.get("tta_flip", False))
     metrics = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                    train["age"].to_numpy() if not use_all and len(train) else None,
-                                   train["gender"].to_numpy() if not use_all and len(train) else None)
+                                   train["gender"].to_numpy() if not use_all and len(train) else None,
+                                   age_dist=preds.get("age_dist"))
     metrics.update({"model": str(model_path), "folder": str(resolve_data_dir(folder)),
                     "subset": "all" if use_all else "test", "data_fingerprint": dataset_fingerprint(frame),
                     "skipped": report.to_dict(), "undecodable": len(errors)})

@@ -15,7 +15,6 @@ from .config import default_model_path
 from .images import ImageError, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
-RANGE_QUANTILES = (0.1, 0.9)  # the reported age range is the central 80 % of the predicted distribution
 
 
 @dataclass
@@ -68,15 +67,15 @@ class Predictor:
         """Predictions for a stack of prepared crops (N, size, size, C), in one direct call per batch."""
         if len(crops) == 0:
             return []
-        from .evaluate import predict_arrays
+        from .evaluate import age_ranges, predict_arrays
 
         out = predict_arrays(self.model, crops, batch_size=batch_size, tta_flip=self.tta_flip)
+        ranges = age_ranges(out["age_dist"]) if "age_dist" in out else None
         results = []
         for i in range(len(crops)):
             age, p_female = float(out["age"][i]), float(out["p_female"][i])
-            if "age_dist" in out:
-                cdf = np.cumsum(out["age_dist"][i])
-                low, high = (float(np.searchsorted(cdf, q)) for q in RANGE_QUANTILES)
+            if ranges is not None:
+                low, high = float(ranges[0][i]), float(ranges[1][i])
             else:
                 low, high = age - self._fallback_halfwidth, age + self._fallback_halfwidth
             female = p_female >= 0.5

@@ -246,7 +246,8 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
         images, rows = arrays[split]
         preds = predict_arrays(model, images, tta_flip=tta)
         metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
-                                              train_rows["age"].to_numpy(), train_rows["gender"].to_numpy())
+                                              train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
+                                              age_dist=preds.get("age_dist"))
     seconds = state["epoch_seconds"]
     images_per_epoch = len(arrays["train"][0])
     previous = _previous_stage(config.init_weights and _init_path(config.init_weights, models_dir))

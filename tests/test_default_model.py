@@ -1,0 +1,98 @@
+"""The committed default model: its card's figures are reproducible, and it behaves like a face model.
+
+The full-data tests re-measure the default model on the test split (about 30 s each) and compare
+with what its card recorded at the end of training, for the Keras file and for the TFLite export
+that serving uses.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agegender.config import default_model_path
+
+DEFAULT = default_model_path()
+pytestmark = pytest.mark.skipif(not DEFAULT.is_file(), reason=f"no default model at {DEFAULT}")
+
+
+def _card() -> dict:
+    from agegender.modelio import read_card
+
+    return read_card(DEFAULT)
+
+
+@pytest.mark.full_data
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".keras", ".tflite"])
+def test_default_model_reproduces_its_card(suffix):
+    from agegender.evaluate import evaluate_folder
+
+    path = DEFAULT.with_suffix(suffix)
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `agegender export --model {DEFAULT}`")
+    measured = evaluate_folder(os.environ["UTKFACE_DIR"], path)
+    recorded = _card()["metrics"]["test"]
+    assert measured["n"] == recorded["n"]
+    # the Keras file must match exactly; the float16 export within its recorded tolerance
+    tolerance = 0.005 if suffix == ".keras" else 0.05
+    assert measured["age_mae"] == pytest.approx(recorded["age_mae"], abs=tolerance)
+    assert measured["gender_accuracy"] == pytest.approx(recorded["gender_accuracy"], abs=0.003)
+    for got, want in zip(measured["by_age_band"], recorded["by_age_band"]):
+        assert got["group"] == want["group"] and got["n"] == want["n"]
+        assert got["age_mae"] == pytest.approx(want["age_mae"], abs=2 * tolerance + 0.01)
+
+
+def test_default_model_card_records_a_cpu_run_within_budget():
+    card = _card()
+    training = card["training"]
+    assert training["wall_seconds_all_stages"] <= 90 * 60
+    assert card["input"]["color_mode"] == "rgb" and card["tta_flip"] is True
+    assert card["tflite"]["source_sha256"], "the default model is served by its TFLite export"
+
+
+@pytest.fixture(scope="module")
+def sample_predictions():
+    """The default model (as served) on the bundled sample, with and without mirroring, no flip averaging."""
+    import numpy as np
+
+    from agegender.config import SAMPLE_DIR
+    from agegender.data import load_utkface
+    from agegender.evaluate import predict_arrays
+    from agegender.modelio import input_resize, load_serving_model
+    from agegender.preprocess import load_split_arrays
+
+    model, card = load_serving_model(DEFAULT)
+    images, rows, _ = load_split_arrays(load_utkface(SAMPLE_DIR), card["input"]["image_size"],
+                                        card["input"]["color_mode"], resize=input_resize(card), progress=False)
+    plain = predict_arrays(model, images, tta_flip=False)
+    mirrored = predict_arrays(model, np.ascontiguousarray(images[:, :, ::-1]), tta_flip=False)
+    return rows, plain, mirrored
+
+
+@pytest.mark.behavioural
+def test_default_model_is_nearly_mirror_invariant(sample_predictions):
+    """Without flip averaging, a face and its mirror image get nearly the same age and gender."""
+    import numpy as np
+
+    rows, plain, mirrored = sample_predictions
+    assert len(rows) >= 300
+    age_gap = np.abs(plain["age"] - mirrored["age"])
+    # measured for the committed model: median 0.97 years, 95th percentile under 5 (a few faces move a lot)
+    assert float(np.median(age_gap)) < 1.5 and float(np.percentile(age_gap, 95)) < 6.0
+    truth = rows["age"].to_numpy()
+    # as accurate on mirrored faces as on the originals
+    assert abs(np.abs(plain["age"] - truth).mean() - np.abs(mirrored["age"] - truth).mean()) < 0.5
+    agree = (plain["p_female"] >= 0.5) == (mirrored["p_female"] >= 0.5)
+    assert agree.mean() >= 0.95
+
+
+@pytest.mark.behavioural
+def test_default_model_orders_children_adults_and_elders(sample_predictions):
+    """Mean predicted age rises across the sample's age groups (a loose check that ages are ages)."""
+    rows, plain, _ = sample_predictions
+    age = rows["age"].to_numpy()
+    means = {name: float(plain["age"][mask].mean()) for name, mask in
+             {"child": age <= 10, "adult": (age >= 25) & (age <= 40), "elder": age >= 65}.items()}
+    assert means["child"] + 10 < means["adult"] < means["elder"] - 10, means
