@@ -32,13 +32,14 @@ def main(paths: list[str]) -> None:
     configs = [TrainConfig.from_dict(card["config"]).to_dict() for card in cards]
     keys = sorted({k for c in configs for k in c} - IGNORED)
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-    print("| recipe | " + " | ".join(differing) + " | read-out | train min |")
-    print("|---" * (len(differing) + 3) + "|")
+    print("| recipe | " + " | ".join(differing) + " | read-out | epochs run | s/epoch | train min |")
+    print("|---" * (len(differing) + 5) + "|")
     for card, config in zip(cards, configs):
         readout = card.get("age_readout", {}).get("method", "expectation")
         cells = [json.dumps(config.get(k)) for k in differing]
         print(f"| {card['name']} | " + " | ".join(cells) +
-              f" | {readout} | {_minutes(card['training']):.1f} |")
+              f" | {readout} | {card['training']['epochs_completed']} | {card['training']['seconds_per_epoch']:.0f}"
+              f" | {_minutes(card['training']):.1f} |")
     print()
     print("| recipe | split | age MAE | gender % | MAE by band 0-12 / 13-19 / 20-39 / 40-59 / 60+ | gender % male / female |")
     print("|---|---|---|---|---|---|")

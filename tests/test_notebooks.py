@@ -104,3 +104,5 @@ def test_05_train_best(workdir):
     assert names[-1] == "nb_agenet"
     # the comparison re-evaluates the trained model on the same split: it must agree with the card
     assert records["comparison"][-1]["test age MAE"] == pytest.approx(records["test_age_mae"], abs=0.01)
+    assert 0 <= records["age_range_coverage"] <= 1
+    assert records["age_range_coverage"] == card["metrics"]["test"]["age_range"]["coverage"]
