@@ -35,7 +35,8 @@ def test_default_model_reproduces_its_card(suffix):
     measured = evaluate_folder(os.environ["UTKFACE_DIR"], path)
     recorded = _card()["metrics"]["test"]
     assert measured["n"] == recorded["n"]
-    # the Keras file must match exactly; the float16 export within its recorded tolerance
+    # the Keras file must match to rounding; the float16 export moves single ages by up to ~0.5 years (its card's
+    # check), which averages out to a few hundredths over the split
     tolerance = 0.005 if suffix == ".keras" else 0.05
     assert measured["age_mae"] == pytest.approx(recorded["age_mae"], abs=tolerance)
     assert measured["gender_accuracy"] == pytest.approx(recorded["gender_accuracy"], abs=0.003)

@@ -16,7 +16,6 @@ from .images import ImageError, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
 
-
 @dataclass
 class FacePrediction:
     age: float
