@@ -300,3 +300,20 @@ def test_age_readout_chosen_on_val_and_changed_without_retraining(tiny_folder, t
     assert again["age_readout"]["method"] == other
     assert again["metrics"]["val"]["age_mae"] == pytest.approx(readout["val_age_mae"][other], abs=1e-3)
     assert json.loads((runs_dir / "readout" / "config.json").read_text())["age_readout"] == other
+
+
+def test_weight_average_is_the_final_model_also_when_refinished(tiny_folder, tmp_path):
+    """``ema_momentum``: the model written is the moving average of the weights, not the last step's weights,
+    and re-finishing the completed run from its checkpoint (raw weights + averages) writes the same model."""
+    models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "ema", "ema_momentum": 0.9})
+    train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+
+    def kernel(model):
+        return keras.ops.convert_to_numpy(model.get_layer("conv_32").kernel)
+
+    final = kernel(load_model(models_dir / "ema.keras")[0])
+    last_step = kernel(keras.saving.load_model(runs_dir / "ema" / "checkpoint.keras"))
+    assert not np.allclose(final, last_step)
+    train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
+    np.testing.assert_allclose(kernel(load_model(models_dir / "ema.keras")[0]), final, rtol=1e-6, atol=1e-7)

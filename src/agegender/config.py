@@ -87,6 +87,7 @@ class TrainConfig:
     age_loss_weight: float = 1.0
     gender_loss_weight: float = 1.0
     gender_label_smoothing: float = 0.0
+    ema_momentum: float = 0.0  # 0 = off; else the final model is an exponential moving average of the weights
     age_sigma: float = 2.0  # width (years) of the soft age label of distribution heads, at age 0 ...
     age_sigma_per_year: float = 0.0  # ... growing by this much per year of age (0 = the same width at every age)
     age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term

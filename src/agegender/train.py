@@ -44,10 +44,11 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
             alpha=0.01, warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     elif config.schedule != "constant":
         raise ValueError(f"schedule must be 'constant' or 'cosine', not {config.schedule!r}")
+    ema = {"use_ema": True, "ema_momentum": config.ema_momentum} if config.ema_momentum else {}
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay, **ema)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return keras.optimizers.Adam(learning_rate=lr, **ema)
     raise ValueError(f"optimizer must be 'adam' or 'adamw', not {config.optimizer!r}")
 
 
@@ -167,6 +168,9 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                   epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself
 
+    if model.optimizer.use_ema:
+        # fit() does this when it ends; a run re-finished from its checkpoint holds the raw weights
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     final, readout = inference_copy(model), None
     if distribution:
         final, readout = choose_age_readout(final, config, *arrays["val"])
