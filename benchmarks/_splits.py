@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from agegender.data import load_utkface
-from agegender.evaluate import predict_arrays
+from agegender.evaluate import predict_arrays, tta_settings
 from agegender.modelio import input_resize, load_serving_model
 from agegender.preprocess import load_split_arrays
 
@@ -19,7 +19,7 @@ def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -
     for split in splits:
         images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode,
                                             resize=input_resize(card), progress=False)
-        pred = predict_arrays(model, images, tta_flip=card.get("tta_flip", False))
+        pred = predict_arrays(model, images, **tta_settings(card))
         result[split] = {"age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
                          "pred_age": pred["age"], "p_female": pred["p_female"],
                          **({"age_dist": pred["age_dist"]} if "age_dist" in pred else {})}

@@ -4,8 +4,8 @@
 
 Load time is measured after TensorFlow is imported (importing TensorFlow itself takes a few seconds
 once per process and is the same for every model). Latency covers the whole per-face path of
-``agegender predict --aligned``: model-input conversion and one compiled model call (with the mirrored
-image in the same call when the model card asks for test-time flip averaging).
+``agegender predict --aligned``: model-input conversion and one compiled model call (with the test-time
+views the model card asks for, mirror and zooms, in the same call).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     print(f"load: {load_seconds:.2f} s; first call (graph tracing): {first_call:.2f} s")
     print(f"one aligned face: median {1000 * statistics.median(latencies):.1f} ms, "
           f"p90 {1000 * sorted(latencies)[int(0.9 * len(latencies))]:.1f} ms over {args.repeats} calls "
-          f"(tta_flip={predictor.tta_flip})")
+          f"(tta_flip={predictor.tta_flip}, tta_zoom={list(predictor.tta_zoom)})")
 
 
 if __name__ == "__main__":

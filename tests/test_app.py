@@ -196,13 +196,14 @@ def test_live_detector_finds_the_face_in_a_webcam_frame():
     assert detector.detect(np.full((480, 640, 3), 128, np.uint8)) == []
 
 
-def test_live_predictor_shares_the_model_without_flip_tta():
+def test_live_predictor_shares_the_model_without_test_time_views():
     from agegender.live import live_predictor
 
     model, detector = object(), object()
-    card = {"input": {"image_size": 64, "color_mode": "grayscale"}, "tta_flip": True}
+    card = {"input": {"image_size": 64, "color_mode": "grayscale"}, "tta_flip": True, "tta_zoom": [0.9]}
     predictor = live_predictor(model, card, "m.keras", detector=detector)
     assert predictor.model is model and predictor.detector is detector and predictor.tta_flip is False
+    assert predictor.tta_zoom == ()
 
 
 def test_srtp_works_after_tensorflow(tmp_path):

@@ -16,7 +16,8 @@ from PIL import Image
 
 from agegender.cli import main
 from agegender.data import dataset_fingerprint, load_utkface
-from agegender.evaluate import age_band, age_ranges, calibration, evaluate_predictions, format_report
+from agegender.evaluate import (age_band, age_ranges, calibration, centre_zoom, evaluate_predictions, format_report,
+                                predict_arrays, tta_settings)
 
 from conftest import BAD_FILES
 
@@ -98,6 +99,38 @@ def test_age_range_coverage(handmade):
                               "below": 0.25, "above": 0.25}
     assert "holds the true age for 50.0 % of faces" in format_report(m)
     assert "age_range" not in evaluate_predictions(*handmade)
+
+
+def test_centre_zoom():
+    """0.5 keeps the middle half of the image (here a grey square on black), 2.0 shrinks it into a black frame."""
+    images = np.zeros((2, 64, 64, 3), np.float32)
+    images[:, 16:48, 16:48] = 200.0
+    assert centre_zoom(images, 1.0) is images
+    closer = centre_zoom(images, 0.5)
+    assert closer.shape == images.shape and closer.dtype == np.float32
+    np.testing.assert_allclose(closer, 200.0, atol=1e-3)
+    farther = centre_zoom(np.full((1, 64, 64, 1), 255.0, np.float32), 2.0)
+    assert farther.shape == (1, 64, 64, 1)
+    assert farther[0, :8].max() == 0.0 and farther[0, 32, :8].max() == 0.0
+    np.testing.assert_allclose(farther[0, 24:40, 24:40], 255.0, atol=1e-3)
+
+
+def test_test_time_views_average_the_separate_predictions(tiny_model):
+    """Flip and zoom views go through in one call and average to what each view predicts on its own."""
+    from agegender.modelio import load_model
+
+    model, card = load_model(tiny_model.path)
+    assert tta_settings(card) == {"tta_flip": False, "tta_zoom": ()}  # a card without views
+    assert tta_settings({"tta_flip": True, "tta_zoom": [0.9]}) == {"tta_flip": True, "tta_zoom": (0.9,)}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 64, 64, 1)).astype(np.float32)
+    zoomed = centre_zoom(images, 0.9)
+    views = [images, zoomed, images[:, :, ::-1], zoomed[:, :, ::-1]]
+    alone = [predict_arrays(model, np.ascontiguousarray(v)) for v in views]
+    together = predict_arrays(model, images, batch_size=2, tta_flip=True, tta_zoom=(0.9,))
+    for key in ("age", "p_female"):
+        np.testing.assert_allclose(together[key], np.mean([a[key] for a in alone], axis=0), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(together["age"], alone[0]["age"])
 
 
 def test_age_band_edges():

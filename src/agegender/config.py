@@ -93,12 +93,13 @@ class TrainConfig:
     age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term
     age_balance: float = 0.0  # weight each image by (share of its age band in train) ** -age_balance; 0 = off
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
+    tta_zoom: list[float] = field(default_factory=list)  # more test-time views: centre zooms (0.92 = 8 % closer)
     age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
-    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout"})
+    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom"})
 
     @property
     def output_name(self) -> str:

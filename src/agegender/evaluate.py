@@ -18,24 +18,49 @@ if TYPE_CHECKING:
     from .litert import TFLiteModel
 
 
+def tta_settings(card: dict) -> dict[str, Any]:
+    """The test-time views a model card asks for, as keyword arguments of :func:`predict_arrays`."""
+    return {"tta_flip": bool(card.get("tta_flip", False)), "tta_zoom": tuple(card.get("tta_zoom", ()))}
+
+
+def centre_zoom(images: np.ndarray, zoom: float) -> np.ndarray:
+    """The centre ``zoom`` share of each image resized back to full size (``zoom < 1`` moves closer).
+
+    ``zoom > 1`` pads with black, as the training augmentation's zoom-out does.
+    """
+    size = images.shape[1]
+    side = int(round(size * zoom))
+    if side == size:
+        return images
+    if side < size:
+        start = (size - side) // 2
+        crop = images[:, start:start + side, start:start + side, :]
+    else:
+        pad = (side - size) // 2
+        crop = np.pad(images, ((0, 0), (pad, side - size - pad), (pad, side - size - pad), (0, 0)))
+    resized = keras.ops.image.resize(np.asarray(crop, dtype="float32"), (size, images.shape[2]), interpolation="bilinear")
+    return np.asarray(keras.ops.convert_to_numpy(resized), dtype="float32")
+
+
 def predict_arrays(model: "keras.Model | TFLiteModel", images: np.ndarray, *, batch_size: int = 256,
-                   tta_flip: bool = False) -> dict[str, np.ndarray]:
+                   tta_flip: bool = False, tta_zoom: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
     """Ages (years), P(female) and, for distribution models, the age distribution.
 
     Calls a compiled inference function directly on batches (no ``model.predict``
-    overhead). With ``tta_flip`` each image and its mirror go through in the same
-    call and their predictions are averaged.
+    overhead). Test-time views go through in the same call as the image and their
+    predictions are averaged: ``tta_zoom`` adds centre zooms (:func:`centre_zoom`),
+    ``tta_flip`` the mirror of every view.
     """
     infer = _inference_function(model)
     ages, probs, dists = [], [], []
     for start in range(0, len(images), batch_size):
         batch = np.asarray(images[start:start + batch_size], dtype="float32")
         n = len(batch)
+        views = [batch] + [centre_zoom(batch, zoom) for zoom in tta_zoom]
         if tta_flip:
-            batch = np.concatenate([batch, batch[:, :, ::-1, :]])
-        out = {k: np.asarray(v) for k, v in infer(batch).items()}
-        if tta_flip:
-            out = {k: (v[:n] + v[n:]) / 2 for k, v in out.items()}
+            views += [view[:, :, ::-1, :] for view in views]
+        out = {k: np.asarray(v) for k, v in infer(np.concatenate(views) if len(views) > 1 else batch).items()}
+        out = {k: v.reshape(len(views), n, *v.shape[1:]).mean(axis=0) for k, v in out.items()}
         ages.append(out["age_out"].reshape(-1))
         probs.append(out["gender_out"].reshape(-1))
         if "age_dist" in out:
@@ -208,7 +233,7 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
         raise ValueError("no test-split images in this folder; use --all to evaluate on all of it")
     images, rows, errors = load_split_arrays(subset, spec["image_size"], spec["color_mode"],
                                             resize=input_resize(card), progress=False)
-    preds = predict_arrays(model, images, batch_size=batch_size, tta_flip=card.get("tta_flip", False))
+    preds = predict_arrays(model, images, batch_size=batch_size, **tta_settings(card))
     metrics = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                    train["age"].to_numpy() if not use_all and len(train) else None,
                                    train["gender"].to_numpy() if not use_all and len(train) else None,

@@ -30,9 +30,9 @@ Box = Sequence[float]  # x, y, w, h
 LIVE_DETECTOR: dict[str, Any] = {"name": "blazeface", "tiles": False, "retry_padded": False}
 
 
-#: Flip test-time augmentation doubles the model's work per face; in live video the average
-#: over recent frames (FaceTracker) already smooths the estimates, so it is off there.
-LIVE_TTA_FLIP = False
+#: Test-time views (mirror, zooms) multiply the model's work per face; in live video the average
+#: over recent frames (FaceTracker) already smooths the estimates, so they are off there.
+LIVE_TEST_TIME_VIEWS = False
 
 
 def load_live_detector():
@@ -43,11 +43,12 @@ def load_live_detector():
 
 def live_predictor(model, card: dict, path=None, detector=None):
     """A :class:`agegender.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
-    :data:`LIVE_TTA_FLIP`), sharing an already loaded model."""
+    :data:`LIVE_TEST_TIME_VIEWS`), sharing an already loaded model."""
     from .predict import Predictor
 
     predictor = Predictor(model, card, detector=detector or load_live_detector(), path=path)
-    predictor.tta_flip = predictor.tta_flip and LIVE_TTA_FLIP
+    if not LIVE_TEST_TIME_VIEWS:
+        predictor.tta_flip, predictor.tta_zoom = False, ()
     return predictor
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .config import default_model_path
+from .evaluate import tta_settings
 from .images import ImageError, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
@@ -37,7 +38,8 @@ class Predictor:
         self.image_size = int(card["input"]["image_size"])
         self.color_mode = card["input"]["color_mode"]
         self.resize = input_resize(card)
-        self.tta_flip = bool(card.get("tta_flip", False))
+        views = tta_settings(card)
+        self.tta_flip, self.tta_zoom = views["tta_flip"], views["tta_zoom"]
         self._detector = detector
         test = card.get("metrics", {}).get("test", {})
         self._fallback_halfwidth = float(test.get("age_mae", 5.0))
@@ -68,7 +70,7 @@ class Predictor:
             return []
         from .evaluate import age_ranges, predict_arrays
 
-        out = predict_arrays(self.model, crops, batch_size=batch_size, tta_flip=self.tta_flip)
+        out = predict_arrays(self.model, crops, batch_size=batch_size, tta_flip=self.tta_flip, tta_zoom=self.tta_zoom)
         ranges = age_ranges(out["age_dist"]) if "age_dist" in out else None
         results = []
         for i in range(len(crops)):

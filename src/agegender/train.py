@@ -209,10 +209,15 @@ def choose_age_readout(model: keras.Model, config: TrainConfig, val_images: np.n
     candidates = {name: with_age_readout(model, name) for name in names}
     val_mae = {}
     for name, candidate in candidates.items():
-        ages = predict_arrays(candidate, val_images, tta_flip=config.tta_flip)["age"]
+        ages = predict_arrays(candidate, val_images, **_views(config))["age"]
         val_mae[name] = round(float(np.abs(ages - val_rows["age"].to_numpy()).mean()), 4)
     chosen = min(val_mae, key=val_mae.get)
     return candidates[chosen], {"method": chosen, "setting": config.age_readout, "val_age_mae": val_mae}
+
+
+def _views(config: TrainConfig) -> dict[str, Any]:
+    """The test-time views of the config, as the card records them."""
+    return {"tta_flip": config.tta_flip, "tta_zoom": tuple(config.tta_zoom)}
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
@@ -244,11 +249,10 @@ def _previous_stage(init_weights: str | os.PathLike | None) -> dict[str, Any] | 
 def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
                arrays: dict, train_rows: pd.DataFrame, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Everything a consumer needs: input spec, provenance, timings and metrics."""
-    tta = config.tta_flip
     metrics = {}
     for split in ("val", "test"):
         images, rows = arrays[split]
-        preds = predict_arrays(model, images, tta_flip=tta)
+        preds = predict_arrays(model, images, **_views(config))
         metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
                                               age_dist=preds.get("age_dist"))
@@ -265,7 +269,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
                   "face_crop": "UTKFace aligned crop (face centred, whole head visible)"},
         "outputs": {"gender_out": "P(female)", "age_out": "age in years",
                     **({"age_dist": "P(age = 0..116)"} if "age_dist" in model.output_names else {})},
-        "tta_flip": tta,
+        **_views(config),
         "config": config.to_dict(),
         "data": data_info,
         "training": {

@@ -1,0 +1,66 @@
+"""Which test-time views to average: none, the mirror, centre zooms, and their mirrors.
+
+Prints gender accuracy, age MAE and MAE per age band on val and test for each set of views, averaged
+as ``predict_arrays`` averages them. Choose on val; test is shown to confirm. Each view costs one more
+pass of the network per face (``benchmarks/inference_speed.py`` measures the latency of the card's views).
+
+    UTKFACE_DIR=/path/to/UTKFace python benchmarks/tta_views.py [--model models/agenet.keras]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
+from agegender.data import load_utkface  # noqa: E402
+from agegender.evaluate import centre_zoom, predict_arrays  # noqa: E402
+from agegender.modelio import input_resize, load_serving_model  # noqa: E402
+from agegender.preprocess import load_split_arrays  # noqa: E402
+
+ZOOMS = (1.0, 0.92, 1.08)
+VIEW_SETS: dict[str, tuple[tuple[float, ...], bool]] = {  # name -> (zooms, with mirrors)
+    "none": ((1.0,), False),
+    "flip": ((1.0,), True),
+    "zoom 0.92": ((1.0, 0.92), False),
+    "flip + zoom 0.92": ((1.0, 0.92), True),
+    "flip + zoom 1.08": ((1.0, 1.08), True),
+    "flip + zoom 0.92, 1.08": ((1.0, 0.92, 1.08), True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(default_model_path()))
+    args = parser.parse_args()
+    model, card = load_serving_model(args.model, prefer_tflite=False)
+    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
+    frame = load_utkface()
+    print(f"model {args.model}; age read-out of the model, averaged over the views")
+    print(f"{'split':<5} {'views':<24} {'n':>2} {'gender %':>8} {'age MAE':>7} "
+          + " ".join(f"{label:>6}" for label, _, _ in AGE_BANDS))
+    for split in ("val", "test"):
+        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode, resize=input_resize(card),
+                                            progress=False)
+        age, gender = rows["age"].to_numpy(), rows["gender"].to_numpy()
+        single = {}
+        for zoom in ZOOMS:
+            view = centre_zoom(np.asarray(images, dtype="float32"), zoom)
+            for mirrored in (False, True):
+                single[zoom, mirrored] = predict_arrays(model, np.ascontiguousarray(view[:, :, ::-1]) if mirrored else view)
+        for name, (zooms, flip) in VIEW_SETS.items():
+            keys = [(z, m) for z in zooms for m in ((False, True) if flip else (False,))]
+            pred_age = np.mean([single[k]["age"] for k in keys], axis=0)
+            p_female = np.mean([single[k]["p_female"] for k in keys], axis=0)
+            error = np.abs(pred_age - age)
+            bands = [error[(age >= low) & (age <= high)].mean() for _, low, high in AGE_BANDS]
+            print(f"{split:<5} {name:<24} {len(keys):>2} {100 * ((p_female >= 0.5) == gender).mean():8.2f} "
+                  f"{error.mean():7.2f} " + " ".join(f"{b:6.2f}" for b in bands))
+
+
+if __name__ == "__main__":
+    main()
