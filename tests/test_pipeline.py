@@ -47,6 +47,17 @@ def test_balance_weights_use_the_report_bands():
         assert len(set(weights[bands == band].round(6))) == 1
 
 
+def test_balance_weights_by_year_bins_lift_the_oldest():
+    ages = np.array([65] * 40 + [95] * 4 + [30] * 56)
+    by_band = age_balance_weights(ages, 0.5)
+    assert by_band[0] == pytest.approx(by_band[40])  # one 60+ band
+    by_decade = age_balance_weights(ages, 0.5, bin_years=10)
+    assert by_decade.mean() == pytest.approx(1.0, abs=1e-6)
+    assert by_decade[40] / by_decade[0] == pytest.approx((4 / 40) ** -0.5, rel=1e-5)
+    oldest = age_balance_weights(np.array([30] * 8 + [92, 115]), 1.0, bin_years=10)
+    assert oldest[8] == pytest.approx(oldest[9])  # 90 and up are one bin
+
+
 def test_dataset_carries_sample_weights_through_augmentation():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)

@@ -92,6 +92,7 @@ class TrainConfig:
     age_sigma_per_year: float = 0.0  # ... growing by this much per year of age (0 = the same width at every age)
     age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term
     age_balance: float = 0.0  # weight each image by (share of its age band in train) ** -age_balance; 0 = off
+    age_balance_bin_years: int = 0  # the groups of age_balance: 0 = the five report bands, N = N-year bins
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
     tta_zoom: list[float] = field(default_factory=list)  # more test-time views: centre zooms (0.92 = 8 % closer)
     age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)

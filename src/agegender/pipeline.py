@@ -24,16 +24,22 @@ def soft_age_labels(ages: tf.Tensor, sigma: float = AGE_SIGMA, sigma_per_year: f
     return weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
 
-def age_balance_weights(ages: np.ndarray, power: float) -> np.ndarray:
-    """Per-image weights ``(share of the image's age band) ** -power``, scaled to mean 1.
+OLDEST_BIN_START = 90  # age_balance_weights: with year bins, everyone from 90 up is one group
 
-    ``power=0.5`` gives rare bands (children, teenagers, 60+) more say without the noise of
-    full inverse-frequency weights; the bands are those of the evaluation report.
+
+def age_balance_weights(ages: np.ndarray, power: float, bin_years: int = 0) -> np.ndarray:
+    """Per-image weights ``(share of the image's age group) ** -power``, scaled to mean 1.
+
+    ``power=0.5`` gives rare groups (children, teenagers, the old) more say without the noise of
+    full inverse-frequency weights. The groups are the five bands of the evaluation report, or with
+    ``bin_years`` > 0 bins of that many years (0-9, 10-19, ..., 90+ with 10), which also lift the
+    rarer old ages inside the wide 60+ band; ages from 90 up share one bin (a few dozen faces, too few
+    and too noisy to weight one by one).
     """
     from .evaluate import age_band
 
-    bands = pd.Series(age_band(ages))
-    share = bands.map(bands.value_counts(normalize=True)).to_numpy(dtype="float64")
+    groups = pd.Series(np.minimum(np.asarray(ages), OLDEST_BIN_START) // bin_years if bin_years else age_band(ages))
+    share = groups.map(groups.value_counts(normalize=True)).to_numpy(dtype="float64")
     weights = share ** -power
     return (weights / weights.mean()).astype("float32")
 

@@ -155,7 +155,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             seed=config.seed + state["epochs_done"],
                             age_distribution=distribution, age_sigma=config.age_sigma,
                             age_sigma_per_year=config.age_sigma_per_year,
-                            sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance)
+                            sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance,
+                                                                config.age_balance_bin_years)
                                             if training and config.age_balance else None))
 
     callbacks: list[keras.callbacks.Callback] = [
