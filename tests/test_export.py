@@ -98,9 +98,11 @@ def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
 
     path = _copy_model(tiny_model, tmp_path)
     card_before = path.with_suffix(".json").read_text()
-    monkeypatch.setattr(export, "MAX_AGE_DIFF", -1.0)
-    with pytest.raises(RuntimeError, match="differs"):
-        export_tflite(path, _inputs(tiny_model, 4))
+    for limit in ("MEAN_AGE_DIFF", "MAX_AGE_DIFF", "MAX_PROB_DIFF"):
+        with monkeypatch.context() as mp:
+            mp.setattr(export, limit, -1.0)
+            with pytest.raises(RuntimeError, match="differs"):
+                export_tflite(path, _inputs(tiny_model, 4))
     assert not path.with_suffix(".tflite").exists() and not list(tmp_path.glob(".*.tflite"))
     assert path.with_suffix(".json").read_text() == card_before
     with pytest.raises(ValueError, match="check images"):

@@ -98,7 +98,7 @@ def test_05_train_best(workdir):
     assert (models / "nb_agenet.keras").exists() and (models / "nb_agenet.tflite").exists()
     card = json.loads((models / "nb_agenet.json").read_text())
     assert card["tflite"]["bytes"] == (models / "nb_agenet.tflite").stat().st_size
-    assert records["tflite_mb"] > 0 and records["tflite_max_age_diff"] < 0.5
+    assert records["tflite_mb"] > 0 and records["tflite_max_age_diff"] < 1.0
     assert records["train_minutes"] == pytest.approx(card["training"]["wall_seconds_all_stages"] / 60)
     names = [row["model"] for row in records["comparison"]]
     assert names[-1] == "nb_agenet"

@@ -18,9 +18,11 @@ import numpy as np
 from .modelio import card_path, file_sha256, load_model, read_card, write_json_atomic
 
 QUANTIZATIONS = ("float16", "none")
-#: The export is refused if it moves any age by more than this many years or any P(female) by
-#: more than this much on the check images: float16 weights move them by ~0.01.
-MAX_AGE_DIFF, MAX_PROB_DIFF = 0.5, 0.02
+#: The export is refused if, on the check images, it moves the ages by more than MEAN_AGE_DIFF years
+#: on average or any age by more than MAX_AGE_DIFF, or any P(female) by more than MAX_PROB_DIFF.
+#: float16 weights move most ages by ~0.01 years; a median read-out can move a few faces by about half
+#: a year, those whose predicted distribution is flat around its median (measured: up to 0.56).
+MEAN_AGE_DIFF, MAX_AGE_DIFF, MAX_PROB_DIFF = 0.05, 1.0, 0.02
 
 
 def tflite_path(model_path: str | os.PathLike) -> Path:
@@ -61,11 +63,13 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
         os.chmod(tmp, 0o644)
         keras_out = predict_arrays(model, check_images)
         lite_out = predict_arrays(TFLiteModel(tmp), check_images)
-        age_diff = float(np.abs(keras_out["age"] - lite_out["age"]).max())
+        age_diffs = np.abs(keras_out["age"] - lite_out["age"])
+        age_diff, mean_age_diff = float(age_diffs.max()), float(age_diffs.mean())
         prob_diff = float(np.abs(keras_out["p_female"] - lite_out["p_female"]).max())
-        if age_diff > MAX_AGE_DIFF or prob_diff > MAX_PROB_DIFF:
-            raise RuntimeError(f"the TFLite export differs from {model_path.name}: ages by up to {age_diff:.3f} "
-                               f"years, P(female) by up to {prob_diff:.4f}; not written")
+        if mean_age_diff > MEAN_AGE_DIFF or age_diff > MAX_AGE_DIFF or prob_diff > MAX_PROB_DIFF:
+            raise RuntimeError(f"the TFLite export differs from {model_path.name}: ages by {mean_age_diff:.3f} "
+                               f"years on average and up to {age_diff:.3f}, P(female) by up to {prob_diff:.4f}; "
+                               "not written")
         os.replace(tmp, out_path)
     finally:
         if os.path.exists(tmp):
@@ -73,6 +77,7 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
     record = {"file": out_path.name, "quantization": quantization, "bytes": out_path.stat().st_size,
               "source_sha256": file_sha256(model_path),
               "check": {"images": int(len(check_images)), "max_age_diff_years": round(age_diff, 4),
+                        "mean_age_diff_years": round(mean_age_diff, 4),
                         "max_p_female_diff": round(prob_diff, 5),
                         "gender_agreement": float(np.mean((keras_out["p_female"] >= 0.5)
                                                           == (lite_out["p_female"] >= 0.5)))}}
