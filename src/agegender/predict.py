@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .config import default_model_path
-from .evaluate import tta_settings
+from .evaluate import age_ranges, predict_arrays, tta_settings
 from .images import ImageError, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
@@ -68,8 +68,6 @@ class Predictor:
         """Predictions for a stack of prepared crops (N, size, size, C), in one direct call per batch."""
         if len(crops) == 0:
             return []
-        from .evaluate import age_ranges, predict_arrays
-
         out = predict_arrays(self.model, crops, batch_size=batch_size, tta_flip=self.tta_flip, tta_zoom=self.tta_zoom)
         ranges = age_ranges(out["age_dist"]) if "age_dist" in out else None
         results = []

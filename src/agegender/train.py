@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
 from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts
-from .evaluate import evaluate_predictions, predict_arrays
+from .evaluate import evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, build_model, with_age_readout
@@ -210,15 +210,10 @@ def choose_age_readout(model: keras.Model, config: TrainConfig, val_images: np.n
     candidates = {name: with_age_readout(model, name) for name in names}
     val_mae = {}
     for name, candidate in candidates.items():
-        ages = predict_arrays(candidate, val_images, **_views(config))["age"]
+        ages = predict_arrays(candidate, val_images, **tta_settings(config.to_dict()))["age"]
         val_mae[name] = round(float(np.abs(ages - val_rows["age"].to_numpy()).mean()), 4)
     chosen = min(val_mae, key=val_mae.get)
     return candidates[chosen], {"method": chosen, "setting": config.age_readout, "val_age_mae": val_mae}
-
-
-def _views(config: TrainConfig) -> dict[str, Any]:
-    """The test-time views of the config, as the card records them."""
-    return {"tta_flip": config.tta_flip, "tta_zoom": tuple(config.tta_zoom)}
 
 
 def inference_copy(model: keras.Model) -> keras.Model:
@@ -253,7 +248,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
     metrics = {}
     for split in ("val", "test"):
         images, rows = arrays[split]
-        preds = predict_arrays(model, images, **_views(config))
+        preds = predict_arrays(model, images, **tta_settings(config.to_dict()))
         metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
                                               age_dist=preds.get("age_dist"))
@@ -270,7 +265,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
                   "face_crop": "UTKFace aligned crop (face centred, whole head visible)"},
         "outputs": {"gender_out": "P(female)", "age_out": "age in years",
                     **({"age_dist": "P(age = 0..116)"} if "age_dist" in model.output_names else {})},
-        **_views(config),
+        **tta_settings(config.to_dict()),
         "config": config.to_dict(),
         "data": data_info,
         "training": {
