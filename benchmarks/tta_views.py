@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
-from agegender.evaluate import centre_zoom, predict_arrays  # noqa: E402
+from agegender.evaluate import centre_zoom, evaluate_predictions, predict_arrays  # noqa: E402
 from agegender.modelio import input_resize, load_serving_model  # noqa: E402
 from agegender.preprocess import load_split_arrays  # noqa: E402
 
@@ -46,7 +46,6 @@ def main() -> None:
     for split in ("val", "test"):
         images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode, resize=input_resize(card),
                                             progress=False)
-        age, gender = rows["age"].to_numpy(), rows["gender"].to_numpy()
         single = {}
         for zoom in ZOOMS:
             view = centre_zoom(np.asarray(images, dtype="float32"), zoom)
@@ -54,12 +53,10 @@ def main() -> None:
                 single[zoom, mirrored] = predict_arrays(model, np.ascontiguousarray(view[:, :, ::-1]) if mirrored else view)
         for name, (zooms, flip) in VIEW_SETS.items():
             keys = [(z, m) for z in zooms for m in ((False, True) if flip else (False,))]
-            pred_age = np.mean([single[k]["age"] for k in keys], axis=0)
-            p_female = np.mean([single[k]["p_female"] for k in keys], axis=0)
-            error = np.abs(pred_age - age)
-            bands = [error[(age >= low) & (age <= high)].mean() for _, low, high in AGE_BANDS]
-            print(f"{split:<5} {name:<24} {len(keys):>2} {100 * ((p_female >= 0.5) == gender).mean():8.2f} "
-                  f"{error.mean():7.2f} " + " ".join(f"{b:6.2f}" for b in bands))
+            m = evaluate_predictions(rows, np.mean([single[k]["age"] for k in keys], axis=0),
+                                     np.mean([single[k]["p_female"] for k in keys], axis=0))
+            print(f"{split:<5} {name:<24} {len(keys):>2} {100 * m['gender_accuracy']:8.2f} {m['age_mae']:7.2f} "
+                  + " ".join(f"{band['age_mae']:6.2f}" for band in m["by_age_band"]))
 
 
 if __name__ == "__main__":
