@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from agegender.data import load_utkface
 from agegender.evaluate import predict_arrays, tta_settings
@@ -10,15 +11,20 @@ from agegender.modelio import input_resize, load_serving_model
 from agegender.preprocess import load_split_arrays
 
 
+def split_arrays(card: dict, frame: pd.DataFrame, split: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """The split's images as the model card's input spec says (size, colour, resize), and their label rows."""
+    images, rows, _ = load_split_arrays(frame[frame["split"] == split], card["input"]["image_size"],
+                                        card["input"]["color_mode"], resize=input_resize(card), progress=False)
+    return images, rows
+
+
 def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
     """``{split: {"age", "gender" (true), "pred_age", "p_female"[, "age_dist"]}}``, served as the card says."""
     model, card = load_serving_model(model_path)
-    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
     frame = load_utkface()
     result = {}
     for split in splits:
-        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode,
-                                            resize=input_resize(card), progress=False)
+        images, rows = split_arrays(card, frame, split)
         pred = predict_arrays(model, images, **tta_settings(card))
         result[split] = {"age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
                          "pred_age": pred["age"], "p_female": pred["p_female"],

@@ -119,7 +119,7 @@ def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector
         stages["crop+resize"] += t2 - t1
         stages["model call"] += t3 - t2
     return {"fps": fps, "frames": frames, "cpu_ms": cpu_ms, "faces": len(faces), "detector": repr(detector),
-            "tta_flip": predictor.tta_flip, "tta_zoom": list(predictor.tta_zoom),
+            "tta_flip": predictor.views["tta_flip"], "tta_zoom": list(predictor.views["tta_zoom"]),
             "ms_per_stage": {k: 1000 * v / n for k, v in stages.items()}}
 
 

@@ -51,7 +51,7 @@ def main() -> None:
     print(f"load: {load_seconds:.2f} s; first call (graph tracing): {first_call:.2f} s")
     print(f"one aligned face: median {1000 * statistics.median(latencies):.1f} ms, "
           f"p90 {1000 * sorted(latencies)[int(0.9 * len(latencies))]:.1f} ms over {args.repeats} calls "
-          f"(tta_flip={predictor.tta_flip}, tta_zoom={list(predictor.tta_zoom)})")
+          f"(tta_flip={predictor.views['tta_flip']}, tta_zoom={list(predictor.views['tta_zoom'])})")
 
 
 if __name__ == "__main__":

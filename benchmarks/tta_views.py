@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
 from agegender.evaluate import centre_zoom, evaluate_predictions, predict_arrays  # noqa: E402
-from agegender.modelio import input_resize, load_serving_model  # noqa: E402
-from agegender.preprocess import load_split_arrays  # noqa: E402
+from agegender.modelio import load_serving_model  # noqa: E402
+from _splits import split_arrays  # noqa: E402
 
 ZOOMS = (1.0, 0.92, 1.08)
 VIEW_SETS: dict[str, tuple[tuple[float, ...], bool]] = {  # name -> (zooms, with mirrors)
@@ -38,14 +38,12 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_path()))
     args = parser.parse_args()
     model, card = load_serving_model(args.model, prefer_tflite=False)
-    size, mode = card["input"]["image_size"], card["input"]["color_mode"]
     frame = load_utkface()
     print(f"model {args.model}; age read-out of the model, averaged over the views")
     print(f"{'split':<5} {'views':<24} {'n':>2} {'gender %':>8} {'age MAE':>7} "
           + " ".join(f"{label:>6}" for label, _, _ in AGE_BANDS))
     for split in ("val", "test"):
-        images, rows, _ = load_split_arrays(frame[frame["split"] == split], size, mode, resize=input_resize(card),
-                                            progress=False)
+        images, rows = split_arrays(card, frame, split)
         single = {}
         for zoom in ZOOMS:
             view = centre_zoom(np.asarray(images, dtype="float32"), zoom)

@@ -202,8 +202,8 @@ def test_live_predictor_shares_the_model_without_test_time_views():
     model, detector = object(), object()
     card = {"input": {"image_size": 64, "color_mode": "grayscale"}, "tta_flip": True, "tta_zoom": [0.9]}
     predictor = live_predictor(model, card, "m.keras", detector=detector)
-    assert predictor.model is model and predictor.detector is detector and predictor.tta_flip is False
-    assert predictor.tta_zoom == ()
+    assert predictor.model is model and predictor.detector is detector
+    assert predictor.views == {"tta_flip": False, "tta_zoom": ()}
 
 
 def test_srtp_works_after_tensorflow(tmp_path):

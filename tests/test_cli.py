@@ -89,3 +89,17 @@ def test_cli_predict_needs_images():
     with pytest.raises(SystemExit) as info:
         main(["predict", "--aligned"])
     assert info.value.code == 2
+
+
+def test_cli_setting_without_value_is_refused(tiny_folder, tmp_path, capsys):
+    code, _, err = _run(capsys, ["train", "--data", tiny_folder, "--set", "epochs",
+                                 "--models-dir", tmp_path / "m", "--runs-dir", tmp_path / "r"])
+    assert code == 2 and "--set expects KEY=VALUE" in err and "'epochs'" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_train_vgg16_unknown_setting(tiny_folder, tmp_path, capsys):
+    code, _, err = _run(capsys, ["train-vgg16", "--data", tiny_folder, "--weights", "none", "--set", "head_epoch=1",
+                                 "--models-dir", tmp_path / "m", "--runs-dir", tmp_path / "r"])
+    assert code == 2 and "unknown VGG16 recipe settings: head_epoch" in err
+    assert not (tmp_path / "m").exists()

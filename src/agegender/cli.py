@@ -21,17 +21,25 @@ def _parse_value(text: str):
         return text
 
 
+def _key_values(items: list[str] | None, option: str) -> dict:
+    """``["epochs=5", "name=x"]`` -> ``{"epochs": 5, "name": "x"}`` (values parsed as JSON where they are JSON)."""
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
+        values[key.replace("-", "_")] = _parse_value(value)
+    return values
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .train import train
 
-    values = TrainConfig.from_json(args.config).to_dict() if args.config else {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        values[key.replace("-", "_")] = _parse_value(value)
-    for item in args.model_arg or []:
-        key, _, value = item.partition("=")
-        values.setdefault("model_kwargs", {})[key] = _parse_value(value)
+    values = {**(TrainConfig.from_json(args.config).to_dict() if args.config else {}), **_key_values(args.set, "--set")}
+    model_args = _key_values(args.model_arg, "--model-arg")
+    if model_args:
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), **model_args}
     config = TrainConfig.from_dict(values)
     card = train(config, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir),
                  fresh=args.fresh, verbose=2)
@@ -47,10 +55,10 @@ def _train_vgg16(args: argparse.Namespace) -> int:
 
     from .transfer import VGG16Recipe, train_vgg16_two_phase
 
-    values = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        values[key.replace("-", "_")] = _parse_value(value)
+    values = _key_values(args.set, "--set")
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(VGG16Recipe)})
+    if unknown:
+        raise ValueError(f"unknown VGG16 recipe settings: {', '.join(unknown)}")
     recipe = dataclasses.replace(VGG16Recipe(weights=None if args.weights == "none" else args.weights), **values)
     card = train_vgg16_two_phase(recipe, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir))
     test = card["metrics"]["test"]

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 
 def tta_settings(card: dict) -> dict[str, Any]:
-    """The test-time views a model card asks for, as keyword arguments of :func:`predict_arrays`."""
+    """The test-time views a model card asks for, as keyword arguments of :func:`predict_arrays`.
+
+    ``tta_settings({})`` is the image alone (no mirror, no zooms).
+    """
     return {"tta_flip": bool(card.get("tta_flip", False)), "tta_zoom": tuple(card.get("tta_zoom", ()))}
 
 

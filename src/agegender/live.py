@@ -44,11 +44,12 @@ def load_live_detector():
 def live_predictor(model, card: dict, path=None, detector=None):
     """A :class:`agegender.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
     :data:`LIVE_TEST_TIME_VIEWS`), sharing an already loaded model."""
+    from .evaluate import tta_settings
     from .predict import Predictor
 
     predictor = Predictor(model, card, detector=detector or load_live_detector(), path=path)
     if not LIVE_TEST_TIME_VIEWS:
-        predictor.tta_flip, predictor.tta_zoom = False, ()
+        predictor.views = tta_settings({})
     return predictor
 
 

@@ -38,8 +38,7 @@ class Predictor:
         self.image_size = int(card["input"]["image_size"])
         self.color_mode = card["input"]["color_mode"]
         self.resize = input_resize(card)
-        views = tta_settings(card)
-        self.tta_flip, self.tta_zoom = views["tta_flip"], views["tta_zoom"]
+        self.views = tta_settings(card)  # test-time views averaged per face: keyword arguments of predict_arrays
         self._detector = detector
         test = card.get("metrics", {}).get("test", {})
         self._fallback_halfwidth = float(test.get("age_mae", 5.0))
@@ -68,7 +67,7 @@ class Predictor:
         """Predictions for a stack of prepared crops (N, size, size, C), in one direct call per batch."""
         if len(crops) == 0:
             return []
-        out = predict_arrays(self.model, crops, batch_size=batch_size, tta_flip=self.tta_flip, tta_zoom=self.tta_zoom)
+        out = predict_arrays(self.model, crops, batch_size=batch_size, **self.views)
         ranges = age_ranges(out["age_dist"]) if "age_dist" in out else None
         results = []
         for i in range(len(crops)):
