@@ -17,7 +17,7 @@ from PIL import Image
 from agegender.cli import main
 from agegender.data import dataset_fingerprint, load_utkface
 from agegender.evaluate import (age_band, age_ranges, calibration, centre_zoom, evaluate_predictions, format_report,
-                                predict_arrays, tta_settings)
+                                predict_arrays, standard_errors, tta_settings)
 
 from conftest import BAD_FILES
 
@@ -26,7 +26,7 @@ READABLE = ("unparsable", "alpha", "grayscale", "webp")  # odd, but images a per
 ERRORS = {"text": "not an image file", "empty": "empty file", "truncated": "corrupt or truncated",
           "corrupt": "corrupt or truncated", "bomb": "decompression bomb"}
 METRIC_KEYS = {"n", "age_mae", "age_rmse", "age_bias", "gender_accuracy", "baseline", "by_age_band", "by_race", "by_gender",
-               "confusion_matrix", "gender_calibration"}
+               "confusion_matrix", "gender_calibration", "age_mae_se", "gender_accuracy_se"}
 
 
 # -- evaluate_predictions -------------------------------------------------------------------------------
@@ -48,6 +48,20 @@ def test_overall_metrics(handmade):
     assert m["gender_accuracy"] == pytest.approx(0.75)
     assert m["confusion_matrix"] == {"labels": ["male", "female"], "rows_true_cols_predicted": [[2, 0], [1, 1]]}
     assert set(m) == METRIC_KEYS
+
+
+def test_standard_errors(handmade):
+    m = evaluate_predictions(*handmade)
+    # |errors| 2, 0, 5, 10: sample std with ddof=1, over sqrt(4); accuracy 3 of 4
+    assert m["age_mae_se"] == pytest.approx(np.std([2, 0, 5, 10], ddof=1) / 2)
+    assert m["gender_accuracy_se"] == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    male = next(r for r in m["by_gender"] if r["group"] == "male")  # errors 2, 10, both right
+    assert male["age_mae_se"] == pytest.approx(np.std([2, 10], ddof=1) / math.sqrt(2))
+    assert male["gender_accuracy_se"] == 0.0
+    one_face = m["by_age_band"][0]
+    assert one_face["age_mae_se"] is None and one_face["gender_accuracy_se"] == 0.0  # None, not NaN: cards are JSON
+    assert standard_errors(np.array([]), np.array([])) == {"age_mae_se": None, "gender_accuracy_se": None}
+    assert "standard errors" in format_report(m) and "+/- 2.17 y" in format_report(m)
 
 
 def test_baseline_from_frame_and_from_train(handmade):

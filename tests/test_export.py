@@ -72,6 +72,8 @@ def test_evaluate_the_export(exported, tiny_model):
     table = compare_models([exported, exported.with_suffix(".tflite")], tiny_model.folder)
     assert list(table.index) == ["tiny", "tiny (TFLite float16 export)"]
     assert table["file MB"].iloc[1] < table["file MB"].iloc[0]
+    assert table["SE test age MAE"].iloc[0] == pytest.approx(keras_metrics["age_mae_se"], abs=0.01)
+    assert keras_metrics["age_mae_se"] > 0
 
 
 def test_stale_or_damaged_export_is_not_served(exported, tmp_path):

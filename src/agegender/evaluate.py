@@ -105,6 +105,18 @@ def age_band(ages: np.ndarray | pd.Series) -> np.ndarray:
     return labels
 
 
+def standard_errors(abs_err: np.ndarray, gender_correct: np.ndarray) -> dict[str, float | None]:
+    """Sampling standard errors of an MAE and an accuracy over ``n`` independent faces (None if undefined).
+
+    They say how far the figure could move on another sample of the same size: a difference of
+    about one standard error between two models (or a model and a goal) is within that noise.
+    """
+    n = len(abs_err)
+    accuracy = float(np.mean(gender_correct)) if n else 0.0
+    return {"age_mae_se": float(np.std(abs_err, ddof=1) / np.sqrt(n)) if n > 1 else None,
+            "gender_accuracy_se": float(np.sqrt(accuracy * (1 - accuracy) / n)) if n else None}
+
+
 def _group_table(frame: pd.DataFrame, by: str, order: list) -> list[dict[str, Any]]:
     rows = []
     for value in order:
@@ -112,7 +124,8 @@ def _group_table(frame: pd.DataFrame, by: str, order: list) -> list[dict[str, An
         if len(part) == 0:
             continue
         rows.append({"group": str(value), "n": int(len(part)), "age_mae": float(part["abs_err"].mean()),
-                     "age_bias": float(part["err"].mean()), "gender_accuracy": float(part["gender_correct"].mean())})
+                     "age_bias": float(part["err"].mean()), "gender_accuracy": float(part["gender_correct"].mean()),
+                     **standard_errors(part["abs_err"].to_numpy(), part["gender_correct"].to_numpy())})
     return rows
 
 
@@ -179,6 +192,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
         "age_rmse": float(np.sqrt(np.mean(table["abs_err"] ** 2))),
         "age_bias": float(error.mean()),  # mean predicted minus true age
         "gender_accuracy": float(table["gender_correct"].mean()),
+        **standard_errors(table["abs_err"].to_numpy(), table["gender_correct"].to_numpy()),
         "baseline": {"age": median_age, "age_mae": float(np.abs(age_true - median_age).mean()),
                      "gender": GENDERS[majority], "gender_accuracy": float((gender_true == majority).mean())},
         "by_age_band": _group_table(table, "band", [b[0] for b in AGE_BANDS]),
@@ -196,6 +210,9 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     base = metrics["baseline"]
     lines.append(f"n={metrics['n']}  age MAE {metrics['age_mae']:.2f} y  gender accuracy "
                  f"{100 * metrics['gender_accuracy']:.1f} %")
+    if "age_mae_se" in metrics:  # cards written before standard errors were recorded lack them
+        lines.append(f"standard errors (sampling noise of n faces): age MAE +/- {metrics['age_mae_se']:.2f} y, "
+                     f"gender accuracy +/- {100 * metrics['gender_accuracy_se']:.1f} points")
     lines.append(f"baseline (median age {base['age']:.0f}, always {base['gender']}): age MAE "
                  f"{base['age_mae']:.2f} y, gender accuracy {100 * base['gender_accuracy']:.1f} %")
     for key, label in (("by_age_band", "age band"), ("by_race", "race"), ("by_gender", "gender")):
@@ -255,7 +272,10 @@ def _epochs_label(training: dict[str, Any]) -> str:
 
 
 def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLike | None = None) -> pd.DataFrame:
-    """One row per model, all evaluated on the same test split: overall, per age band, cost."""
+    """One row per model, all evaluated on the same test split: overall, per age band, cost.
+
+    Columns starting with ``SE`` are the sampling standard errors of the figures they name.
+    """
     from .modelio import read_card
 
     rows = []
@@ -271,6 +291,10 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
                "test age MAE": round(metrics["age_mae"], 2),
                "test gender acc %": round(100 * metrics["gender_accuracy"], 1)}
         row.update({f"MAE {b['group']}": round(b["age_mae"], 2) for b in metrics["by_age_band"]})
+        row.update({"SE test age MAE": round(metrics["age_mae_se"], 2),
+                    "SE test gender acc %": round(100 * metrics["gender_accuracy_se"], 1),
+                    **{f"SE MAE {b['group']}": round(b["age_mae_se"], 2) for b in metrics["by_age_band"]
+                       if b["age_mae_se"] is not None}})
         row.update({"acc female %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
                                           if g["group"] == "female"), None),
                     "acc male %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
