@@ -91,7 +91,8 @@ def _inference_function(model: keras.Model):
             import tensorflow as tf
 
             spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-            graph = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+            # autograph=False: a plain call has no Python control flow to convert (and AutoGraph can't read lambdas)
+            graph = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
             _COMPILED[model] = lambda x: {k: v.numpy() for k, v in graph(x).items()}
         else:
             _COMPILED[model] = lambda x: {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
