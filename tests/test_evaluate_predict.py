@@ -62,6 +62,8 @@ def test_standard_errors(handmade):
     assert one_face["age_mae_se"] is None and one_face["gender_accuracy_se"] == 0.0  # None, not NaN: cards are JSON
     assert standard_errors(np.array([]), np.array([])) == {"age_mae_se": None, "gender_accuracy_se": None}
     assert "standard errors" in format_report(m) and "+/- 2.17 y" in format_report(m)
+    single = evaluate_predictions(handmade[0].iloc[:1], handmade[1][:1], handmade[2][:1])
+    assert single["age_mae_se"] is None and "standard errors" not in format_report(single)  # one face: no SE, no crash
 
 
 def test_baseline_from_frame_and_from_train(handmade):

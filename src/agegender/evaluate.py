@@ -211,7 +211,7 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     base = metrics["baseline"]
     lines.append(f"n={metrics['n']}  age MAE {metrics['age_mae']:.2f} y  gender accuracy "
                  f"{100 * metrics['gender_accuracy']:.1f} %")
-    if "age_mae_se" in metrics:  # cards written before standard errors were recorded lack them
+    if metrics.get("age_mae_se") is not None:  # absent from older cards, None for a single face
         lines.append(f"standard errors (sampling noise of n faces): age MAE +/- {metrics['age_mae_se']:.2f} y, "
                      f"gender accuracy +/- {100 * metrics['gender_accuracy_se']:.1f} points")
     lines.append(f"baseline (median age {base['age']:.0f}, always {base['gender']}): age MAE "
@@ -292,10 +292,11 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
                "test age MAE": round(metrics["age_mae"], 2),
                "test gender acc %": round(100 * metrics["gender_accuracy"], 1)}
         row.update({f"MAE {b['group']}": round(b["age_mae"], 2) for b in metrics["by_age_band"]})
-        row.update({"SE test age MAE": round(metrics["age_mae_se"], 2),
-                    "SE test gender acc %": round(100 * metrics["gender_accuracy_se"], 1),
-                    **{f"SE MAE {b['group']}": round(b["age_mae_se"], 2) for b in metrics["by_age_band"]
-                       if b["age_mae_se"] is not None}})
+        row.update({f"SE {column}": round(scale * se, digits)
+                    for column, se, scale, digits in [("test age MAE", metrics["age_mae_se"], 1, 2),
+                                                      ("test gender acc %", metrics["gender_accuracy_se"], 100, 1)]
+                    + [(f"MAE {b['group']}", b["age_mae_se"], 1, 2) for b in metrics["by_age_band"]]
+                    if se is not None})
         row.update({"acc female %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
                                           if g["group"] == "female"), None),
                     "acc male %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
