@@ -65,11 +65,15 @@ def extract() -> None:
     print(f"{DESCRIPTORS}: {len(rows)} descriptors, {1000 * (time.time() - start) / len(rows):.0f} ms per face")
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 30) -> np.ndarray:
     """L2-regularised logistic regression by Newton's method; ``x`` already has a bias column."""
     w = np.zeros(x.shape[1])
     for _ in range(steps):
-        p = 1 / (1 + np.exp(-x @ w))
+        p = sigmoid(x @ w)
         hessian = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
         w -= np.linalg.solve(hessian, x.T @ (p - y) + l2 * w)
     return w
@@ -83,6 +87,10 @@ def logit(p: np.ndarray) -> np.ndarray:
 def probe(model_path: str) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _splits import predict_splits
+
+    from agegender.config import AGE_BANDS
+
+    _, _, child_max_age = AGE_BANDS[0]  # the report's first band, 0-12
 
     saved = np.load(DESCRIPTORS)
     by_path = dict(zip(saved["path"], saved["descriptor"]))
@@ -104,8 +112,8 @@ def probe(model_path: str) -> None:
     for name in ("val", "test"):
         x, y = split(name)
         assert (y == agenet[name]["gender"]).all(), "file list and the project's split disagree"
-        p_dlib = 1 / (1 + np.exp(-features(x) @ w))
-        kid = agenet[name]["age"] <= 12
+        p_dlib = sigmoid(features(x) @ w)
+        kid = agenet[name]["age"] <= child_max_age
         right = (p_dlib > 0.5) == y
         combined = {a: 100 * np.mean((a * logit(agenet[name]["p_female"]) + (1 - a) * logit(p_dlib) > 0) == y)
                     for a in ALPHAS}

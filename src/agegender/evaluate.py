@@ -292,11 +292,11 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
                "test age MAE": round(metrics["age_mae"], 2),
                "test gender acc %": round(100 * metrics["gender_accuracy"], 1)}
         row.update({f"MAE {b['group']}": round(b["age_mae"], 2) for b in metrics["by_age_band"]})
-        row.update({f"SE {column}": round(scale * se, digits)
-                    for column, se, scale, digits in [("test age MAE", metrics["age_mae_se"], 1, 2),
-                                                      ("test gender acc %", metrics["gender_accuracy_se"], 100, 1)]
-                    + [(f"MAE {b['group']}", b["age_mae_se"], 1, 2) for b in metrics["by_age_band"]]
-                    if se is not None})
+        age_se = {"SE test age MAE": metrics["age_mae_se"],
+                  **{f"SE MAE {b['group']}": b["age_mae_se"] for b in metrics["by_age_band"]}}
+        row.update({column: round(se, 2) for column, se in age_se.items() if se is not None})  # None: one face
+        if metrics["gender_accuracy_se"] is not None:
+            row["SE test gender acc %"] = round(100 * metrics["gender_accuracy_se"], 1)
         row.update({"acc female %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
                                           if g["group"] == "female"), None),
                     "acc male %": next((round(100 * g["gender_accuracy"], 1) for g in metrics["by_gender"]
