@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402
 
-from agegender.config import default_model_path  # noqa: E402
+from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
 
 
 def main() -> None:
@@ -32,14 +32,15 @@ def main() -> None:
 
     thresholds = np.linspace(0.3, 0.7, 81)
     best = float(thresholds[int(np.argmax([accuracy("val", t) for t in thresholds]))])
-    children = preds["test"][2] <= 12
+    child_label, _, child_max = AGE_BANDS[0]
+    children = preds["test"][2] <= child_max
     print(f"model {args.model}")
     print(f"val:  accuracy {100 * accuracy('val', 0.5):.2f} % at 0.5, best threshold {best:.3f} "
           f"({100 * accuracy('val', best):.2f} %)")
     print(f"test: accuracy {100 * accuracy('test', 0.5):.2f} % at 0.5, {100 * accuracy('test', best):.2f} % "
           f"at the val threshold")
-    print(f"test at 0.5: children 0-12 {100 * accuracy('test', 0.5, children):.1f} % (n={int(children.sum())}), "
-          f"13+ {100 * accuracy('test', 0.5, ~children):.1f} % (n={int((~children).sum())})")
+    print(f"test at 0.5: children {child_label} {100 * accuracy('test', 0.5, children):.1f} % (n={int(children.sum())}), "
+          f"{child_max + 1}+ {100 * accuracy('test', 0.5, ~children):.1f} % (n={int((~children).sum())})")
 
 
 if __name__ == "__main__":

@@ -44,12 +44,11 @@ def load_live_detector():
 def live_predictor(model, card: dict, path=None, detector=None):
     """A :class:`agegender.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
     :data:`LIVE_TEST_TIME_VIEWS`), sharing an already loaded model."""
-    from .evaluate import tta_settings
     from .predict import Predictor
 
     predictor = Predictor(model, card, detector=detector or load_live_detector(), path=path)
     if not LIVE_TEST_TIME_VIEWS:
-        predictor.views = tta_settings({})
+        predictor.without_test_time_views()
     return predictor
 
 

@@ -49,6 +49,10 @@ class Predictor:
         model, card = load_serving_model(path)
         return cls(model, card, detector, path)
 
+    def without_test_time_views(self) -> None:
+        """Predict from each face alone (no mirror, no zooms): faster, for video frames."""
+        self.views = tta_settings({})
+
     @property
     def detector(self):
         if self._detector is None:

@@ -1,0 +1,56 @@
+"""How much averaging several trained models would buy: each model alone and the mean of their outputs.
+
+A probe of the noise ceiling, not a product: an ensemble of N full runs costs N training budgets and N times
+the inference, so it cannot be the default under the 90-minute goal. It answers whether the goals the default
+misses are a matter of run-to-run variance (averaging closes them) or of the recipe (it does not).
+
+    UTKFACE_DIR=/path/to/UTKFace python benchmarks/ensemble_probe.py models/agenet.keras runs/agenet_v9/model.keras
+
+Each model is served as its card says (input size, read-out, test-time views); the ensemble averages the
+predicted ages and the P(female) of the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from _splits import predict_splits  # noqa: E402
+
+from agegender.config import AGE_BANDS  # noqa: E402
+from agegender.evaluate import age_band  # noqa: E402
+
+
+def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female: np.ndarray) -> str:
+    """Overall MAE, MAE per age band and gender accuracy, on one line."""
+    err = np.abs(pred_age - age)
+    bands = age_band(age)
+    per_band = " / ".join(f"{err[bands == label].mean():.2f}" for label, _, _ in AGE_BANDS)
+    return f"MAE {err.mean():.2f}  bands {per_band}  gender {100 * ((p_female >= 0.5) == gender).mean():.2f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+", help="model files (.keras with their .json card beside them)")
+    args = parser.parse_args()
+    if len(args.models) < 2:
+        parser.error("give at least two models to average")
+    preds = [predict_splits(path) for path in args.models]
+    print(f"bands: {' / '.join(label for label, _, _ in AGE_BANDS)}")
+    for split in ("val", "test"):
+        truth = preds[0][split]
+        for path, pred in zip(args.models, preds):
+            if not np.array_equal(pred[split]["age"], truth["age"]):
+                raise SystemExit(f"{path}: the {split} split differs from {args.models[0]}'s")
+            print(f"{split:4} {path:40} {summary(truth['age'], truth['gender'], pred[split]['pred_age'], pred[split]['p_female'])}")
+        mean_age = np.mean([p[split]["pred_age"] for p in preds], axis=0)
+        mean_female = np.mean([p[split]["p_female"] for p in preds], axis=0)
+        print(f"{split:4} {'mean of the ' + str(len(preds)) + ' models':40} "
+              f"{summary(truth['age'], truth['gender'], mean_age, mean_female)}")
+
+
+if __name__ == "__main__":
+    main()
