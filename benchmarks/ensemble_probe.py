@@ -4,7 +4,7 @@ A probe of the noise ceiling, not a product: an ensemble of N full runs costs N 
 the inference, so it cannot be the default under the 90-minute goal. It answers whether the goals the default
 misses are a matter of run-to-run variance (averaging closes them) or of the recipe (it does not).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/ensemble_probe.py models/agenet.keras runs/agenet_v9/model.keras
+    UTKFACE_DIR=/path/to/UTKFace python benchmarks/ensemble_probe.py models/agenet.keras models/agenet_v9.keras
 
 Each model is served as its card says (input size, read-out, test-time views); the ensemble averages the
 predicted ages and the P(female) of the models.
@@ -18,18 +18,18 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from _splits import predict_splits  # noqa: E402
 
 from agegender.config import AGE_BANDS  # noqa: E402
-from agegender.evaluate import age_band  # noqa: E402
+from agegender.evaluate import evaluate_predictions  # noqa: E402
 
 
 def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female: np.ndarray) -> str:
-    """Overall MAE, MAE per age band and gender accuracy, on one line."""
-    err = np.abs(pred_age - age)
-    bands = age_band(age)
-    per_band = " / ".join(f"{err[bands == label].mean():.2f}" for label, _, _ in AGE_BANDS)
-    return f"MAE {err.mean():.2f}  bands {per_band}  gender {100 * ((p_female >= 0.5) == gender).mean():.2f} %"
+    """Overall MAE, MAE per age band and gender accuracy (as :func:`evaluate_predictions` computes them), on one line."""
+    metrics = evaluate_predictions(pd.DataFrame({"age": age, "gender": gender, "race": np.nan}), pred_age, p_female)
+    per_band = " / ".join(f"{band['age_mae']:.2f}" for band in metrics["by_age_band"])
+    return f"MAE {metrics['age_mae']:.2f}  bands {per_band}  gender {100 * metrics['gender_accuracy']:.2f} %"
 
 
 def main() -> None:
