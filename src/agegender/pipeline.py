@@ -65,13 +65,15 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, batch_size: int,
                  training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False,
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
-                 sample_weights: np.ndarray | None = None) -> tf.data.Dataset:
-    """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"]}[, weights])``.
+                 sample_weights: np.ndarray | None = None,
+                 extra_targets: dict[str, np.ndarray] | None = None) -> tf.data.Dataset:
+    """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable.
     """
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
-               "age_out": ages.astype("float32").reshape(-1, 1)}
+               "age_out": ages.astype("float32").reshape(-1, 1),
+               **{name: values.astype("float32") for name, values in (extra_targets or {}).items()}}
     columns = (images, targets) if sample_weights is None else (images, targets, sample_weights.astype("float32"))
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:

@@ -9,6 +9,7 @@ last completed epoch.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
+from .teacher import (DESCRIPTOR_OUTPUT, descriptor_targets, load_descriptors, resolve_teacher_path,
+                      with_descriptor_head, without_training_heads)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
         losses["age_dist"] = keras.losses.KLDivergence()
         weights["age_dist"] = config.age_loss_weight
         weights["age_out"] = config.age_mean_loss_weight * config.age_loss_weight
+    if DESCRIPTOR_OUTPUT in model.output_names:
+        losses[DESCRIPTOR_OUTPUT] = keras.losses.MeanSquaredError()
+        weights[DESCRIPTOR_OUTPUT] = config.descriptor_loss_weight
     model.compile(optimizer=_optimizer(config, steps_per_epoch), loss=losses, loss_weights=weights,
                   metrics=metrics)
 
@@ -129,6 +135,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     (x_train, train_rows), (x_val, val_rows) = arrays["train"], arrays["val"]
     steps = int(np.ceil(len(x_train) / config.batch_size))
     distribution = False
+    teacher_targets, teacher_info = _teacher_targets(config, train_rows, val_rows)
 
     state_file, checkpoint = run_dir / "state.json", run_dir / "checkpoint.keras"
     saved_config = run_dir / "config.json"
@@ -144,11 +151,14 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
         model = build_model(config.model, config.image_size, channels(config.color_mode), **config.model_kwargs)
         if config.init_weights:
             load_weights_from(model, _init_path(config.init_weights, models_dir))
+        if teacher_targets:
+            model = with_descriptor_head(model, teacher_targets["train"].shape[1])
         compile_model(model, config, steps)
         write_json_atomic(saved_config, config.to_dict())
     distribution = "age_dist" in model.output_names
 
     def dataset(images, rows, training):
+        split = "train" if training else "val"
         return make_dataset(images, rows["age"].to_numpy(), rows["gender"].to_numpy(), batch_size=config.batch_size,
                             training=training, augment=config.augment and training,
                             # a resumed run must not replay epoch 1's shuffle and augmentation draws
@@ -157,7 +167,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             age_sigma_per_year=config.age_sigma_per_year,
                             sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance,
                                                                 config.age_balance_bin_years)
-                                            if training and config.age_balance else None))
+                                            if training and config.age_balance else None),
+                            extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None)
 
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
@@ -172,16 +183,34 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     if model.optimizer.use_ema:
         # fit() does this when it ends; a run re-finished from its checkpoint holds the raw weights
         model.optimizer.finalize_variable_values(model.trainable_variables)
-    final, readout = inference_copy(model), None
+    final, readout = inference_copy(without_training_heads(model)), None
     if distribution:
         final, readout = choose_age_readout(final, config, *arrays["val"])
     card = model_card(final, config, data_info, state, arrays, train_rows, models_dir)
+    if teacher_info:
+        card["teacher"] = teacher_info
     if readout:
         card["age_readout"] = readout
     write_json_atomic(saved_config, config.to_dict())  # the post-training fields this card was made with
     save_model_atomic(final, models_dir / f"{config.output_name}.keras", card)
     write_json_atomic(run_dir / "card.json", card)
     return card
+
+
+def _teacher_targets(config: TrainConfig, train_rows: pd.DataFrame,
+                     val_rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Standardised teacher descriptors for the train and val faces (empty without a teacher)."""
+    if not config.teacher_descriptors:
+        return {}, {}
+    descriptors = load_descriptors(config.teacher_descriptors)
+    train, stats = descriptor_targets(train_rows, descriptors)
+    val, _ = descriptor_targets(val_rows, descriptors, **stats)
+    path = resolve_teacher_path(config.teacher_descriptors)
+    info = {"descriptors": str(config.teacher_descriptors), "faces": len(descriptors), "dimensions": train.shape[1],
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "head": f"Dense({train.shape[1]}) on the pooled backbone features, MSE to standardised descriptors, "
+                    f"weight {config.descriptor_loss_weight}; dropped from the saved model"}
+    return {"train": train, "val": val}, info
 
 
 def load_weights_from(model: keras.Model, path: str | os.PathLike) -> None:

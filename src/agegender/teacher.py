@@ -1,0 +1,106 @@
+"""A face-recognition teacher for training: cached dlib face descriptors as an extra target.
+
+The descriptor network (dlib's ResNet, trained on millions of faces to tell people apart) carries gender and
+age cues that 17k UTKFace crops cannot teach on their own. Running it costs ~100 ms per face and needs dlib, so
+it never runs in this package: ``scripts/extract_face_descriptors.py`` computes the descriptors once (``make
+teacher``), and training asks AgeNet to reproduce them from its own pooled features through a small extra head
+(feature distillation). The head is dropped from the saved model, which stays as fast as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import layers
+
+from .config import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+DESCRIPTOR_OUTPUT = "face_descriptor"
+#: outputs a saved model keeps; anything else (the descriptor head) is training-only
+INFERENCE_OUTPUTS = ("gender_out", "age_out", "age_dist")
+
+
+class TeacherError(ValueError):
+    """The teacher file is missing, damaged, or does not cover the training images."""
+
+
+def resolve_teacher_path(path: str | os.PathLike) -> Path:
+    """Relative paths are relative to the project root (configs name ``data/teacher/...``)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load_descriptors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Base file name -> descriptor, from a file written by ``scripts/extract_face_descriptors.py``."""
+    path = resolve_teacher_path(path)
+    if not path.is_file():
+        raise TeacherError(f"teacher descriptors {path} not found; create them with `make teacher` "
+                           "(scripts/extract_face_descriptors.py, needs dlib in its own environment)")
+    try:
+        saved = np.load(path)
+        names, descriptors = saved["name"], saved["descriptor"]
+    except (OSError, ValueError, KeyError) as error:
+        raise TeacherError(f"teacher descriptors {path} are unreadable ({error}); recreate them with `make teacher`")
+    if descriptors.ndim != 2 or len(names) != len(descriptors):
+        raise TeacherError(f"teacher descriptors {path}: expected one row per name, got {descriptors.shape} "
+                           f"for {len(names)} names")
+    return {str(name): row.astype("float32") for name, row in zip(names, descriptors)}
+
+
+def descriptor_targets(rows: pd.DataFrame, descriptors: dict[str, np.ndarray], *, min_coverage: float = 0.99,
+                       mean: np.ndarray | None = None, std: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Standardised descriptors for ``rows`` (matched by file name) and the statistics used.
+
+    Standardising per dimension puts the loss on the scale of the other heads. ``mean``/``std`` default to
+    those of ``rows`` (pass the training split's for other splits). A face without a descriptor gets the mean
+    (target 0), which teaches nothing in particular; more than ``1 - min_coverage`` of them is an error, since
+    it means the teacher file belongs to other data.
+    """
+    found = rows["filename"].map(lambda name: name in descriptors).to_numpy()
+    coverage = float(found.mean()) if len(found) else 0.0
+    if coverage < min_coverage:
+        raise TeacherError(f"the teacher covers {coverage:.1%} of these {len(rows)} faces (need "
+                           f"{min_coverage:.0%}); recreate it for this data folder with `make teacher`")
+    if not found.all():
+        log.warning("%d faces have no teacher descriptor; their target is the mean", int((~found).sum()))
+    dim = len(next(iter(descriptors.values())))
+    raw = np.stack([descriptors.get(name, np.full(dim, np.nan, "float32")) for name in rows["filename"]])
+    if mean is None or std is None:
+        mean, std = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0) + 1e-6
+    targets = np.nan_to_num((raw - mean) / std, nan=0.0).astype("float32")
+    return targets, {"mean": mean, "std": std}
+
+
+def with_descriptor_head(model: keras.Model, dim: int) -> keras.Model:
+    """``model`` plus a linear head predicting the teacher's descriptor from the pooled backbone features."""
+    features = _pooled_features(model)
+    descriptor = layers.Dense(dim, name=DESCRIPTOR_OUTPUT)(features)
+    outputs = {name: model.get_layer(name).output for name in model.output_names}
+    return keras.Model(model.input, {**outputs, DESCRIPTOR_OUTPUT: descriptor}, name=model.name)
+
+
+def _pooled_features(model: keras.Model):
+    """The pooled backbone features both heads read (before AgeNet's feature dropout)."""
+    names = {layer.name for layer in model.layers}
+    if "feature_dropout" in names:  # AgeNet
+        return model.get_layer("feature_dropout").input
+    if "gap" in names:  # the small residual CNN
+        return model.get_layer("gap").output
+    raise TeacherError(f"model {model.name!r} has no pooled feature layer ('feature_dropout' or 'gap') "
+                       "for a teacher head")
+
+
+def without_training_heads(model: keras.Model) -> keras.Model:
+    """The same network (shared weights) with only the outputs a saved model serves."""
+    if all(name in INFERENCE_OUTPUTS for name in model.output_names):
+        return model
+    outputs = {name: model.get_layer(name).output for name in model.output_names if name in INFERENCE_OUTPUTS}
+    return keras.Model(model.input, outputs, name=model.name)

@@ -1,0 +1,84 @@
+"""Teacher distillation: cached face descriptors as an extra training target, dropped from the saved model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from agegender import train as train_module  # noqa: E402
+from agegender.config import TrainConfig  # noqa: E402
+from agegender.modelio import load_model  # noqa: E402
+from agegender.teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, load_descriptors,  # noqa: E402
+                               with_descriptor_head, without_training_heads)
+
+TEACHER_CONFIG = dict(model="small_resnet", name="taught", image_size=32, color_mode="rgb", epochs=1, batch_size=16,
+                      limit=32, seed=3, model_kwargs={"widths": [8]}, descriptor_loss_weight=0.5)
+
+
+def write_descriptors(path, names, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    np.savez(path, name=np.array(sorted(names)), descriptor=rng.normal(2.0, 3.0, (len(names), dim)).astype("float32"))
+    return path
+
+
+def test_targets_are_standardised_with_the_training_statistics():
+    descriptors = {"a.jpg": np.array([0.0, 10.0], "float32"), "b.jpg": np.array([2.0, 30.0], "float32"),
+                   "c.jpg": np.array([4.0, 20.0], "float32")}
+    train, stats = descriptor_targets(pd.DataFrame({"filename": ["a.jpg", "b.jpg"]}), descriptors)
+    np.testing.assert_allclose(train, [[-1, -1], [1, 1]], atol=1e-5)
+    other, _ = descriptor_targets(pd.DataFrame({"filename": ["c.jpg"]}), descriptors, **stats)
+    np.testing.assert_allclose(other, [[3, 0]], atol=1e-5)  # (4 - 1) / 1 and (20 - 20) / 10
+
+
+def test_a_face_without_descriptor_gets_the_mean_and_low_coverage_is_an_error():
+    descriptors = {f"{i}.jpg": np.full(2, float(i), "float32") for i in range(99)}
+    rows = pd.DataFrame({"filename": [f"{i}.jpg" for i in range(100)]})  # 99.jpg has none
+    targets, _ = descriptor_targets(rows, descriptors)
+    np.testing.assert_array_equal(targets[99], [0.0, 0.0])
+    with pytest.raises(TeacherError, match="covers 50.0% of these 2 faces"):
+        descriptor_targets(pd.DataFrame({"filename": ["0.jpg", "elsewhere.jpg"]}), descriptors)
+
+
+def test_missing_and_damaged_teacher_files(tmp_path):
+    with pytest.raises(TeacherError, match="not found; create them with `make teacher`"):
+        load_descriptors(tmp_path / "none.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not an npz file")
+    with pytest.raises(TeacherError, match="unreadable"):
+        load_descriptors(tmp_path / "bad.npz")
+
+
+def test_descriptor_head_shares_weights_and_is_dropped_again():
+    from agegender.models import build_small_resnet
+
+    model = build_small_resnet((32, 32, 3), widths=(8,))
+    taught = with_descriptor_head(model, 8)
+    assert DESCRIPTOR_OUTPUT in taught.output_names
+    served = without_training_heads(taught)
+    assert sorted(served.output_names) == sorted(model.output_names)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(served(x)["age_out"], model(x)["age_out"], rtol=1e-6)
+
+
+def test_training_with_a_teacher(tiny_folder, tmp_path):
+    names = [p.name for p in tiny_folder.iterdir()]
+    teacher = write_descriptors(tmp_path / "teacher.npz", names)
+    config = TrainConfig(**TEACHER_CONFIG, teacher_descriptors=str(teacher))
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["teacher"]["faces"] == len(names) and card["teacher"]["dimensions"] == 8
+    assert len(card["teacher"]["sha256"]) == 64
+    history = card["training"]["history"][0]
+    assert f"{DESCRIPTOR_OUTPUT}_loss" in history and f"val_{DESCRIPTOR_OUTPUT}_loss" in history
+    model, _ = load_model(tmp_path / "models" / "taught.keras")
+    assert DESCRIPTOR_OUTPUT not in model.output_names  # serving never pays for the teacher head
+
+
+def test_teacher_of_other_data_is_refused_before_training(tiny_folder, tmp_path):
+    teacher = write_descriptors(tmp_path / "teacher.npz", ["1_0_0_20170101000000000.jpg.chip.jpg"])
+    config = TrainConfig(**TEACHER_CONFIG, teacher_descriptors=str(teacher))
+    with pytest.raises(TeacherError, match="covers 0.0%"):
+        train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs", verbose=0)
+    assert not (tmp_path / "runs" / "taught" / "checkpoint.keras").exists()
