@@ -82,3 +82,28 @@ def test_teacher_of_other_data_is_refused_before_training(tiny_folder, tmp_path)
     with pytest.raises(TeacherError, match="covers 0.0%"):
         train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs", verbose=0)
     assert not (tmp_path / "runs" / "taught" / "checkpoint.keras").exists()
+
+
+def test_interrupted_run_with_a_teacher_resumes_with_its_head(tiny_folder, tmp_path, monkeypatch):
+    names = [p.name for p in tiny_folder.iterdir()]
+    teacher = write_descriptors(tmp_path / "teacher.npz", names)
+    config = TrainConfig(**{**TEACHER_CONFIG, "epochs": 2}, teacher_descriptors=str(teacher))
+    dirs = dict(models_dir=tmp_path / "models", runs_dir=tmp_path / "runs")
+    original = train_module._EpochCheckpoint.on_epoch_end
+
+    def stop_after_first(cb, epoch, logs=None):
+        original(cb, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated Ctrl-C after epoch 1")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(train_module._EpochCheckpoint, "on_epoch_end", stop_after_first)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, tiny_folder, verbose=0, **dirs)
+    checkpoint = keras.saving.load_model(tmp_path / "runs" / "taught" / "checkpoint.keras")
+    assert DESCRIPTOR_OUTPUT in checkpoint.output_names  # the head and its optimizer state are in the checkpoint
+
+    card = train_module.train(config, tiny_folder, verbose=0, **dirs)
+    assert [row["epoch"] for row in card["training"]["history"]] == [1, 2]
+    assert all(f"{DESCRIPTOR_OUTPUT}_loss" in row for row in card["training"]["history"])
+    assert DESCRIPTOR_OUTPUT not in load_model(tmp_path / "models" / "taught.keras")[0].output_names
