@@ -20,6 +20,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -50,6 +51,47 @@ def _describe(paths: list[str]) -> tuple[list[str], np.ndarray]:
     return names, np.stack(descriptors) if descriptors else np.zeros((0, 128), np.float32)
 
 
+def extract(data_dir: Path, out: Path, reuse: Path | None = None, jobs: int = 1,
+            describe: Callable[[list[str]], tuple[list[str], np.ndarray]] = _describe) -> int:
+    """Describe every image of ``data_dir`` not in ``reuse`` and write all descriptors to ``out``; returns the count.
+
+    ``describe`` turns a list of paths into (base names, descriptors); with ``jobs`` > 1 it runs in that many
+    processes on interleaved shares of the list.
+    """
+    if not data_dir.is_dir():
+        raise SystemExit(f"{data_dir} is not a folder of face crops")
+    known: dict[str, np.ndarray] = {}
+    if reuse and reuse.exists():
+        saved = np.load(reuse)
+        names = saved["name"] if "name" in saved else saved["path"]  # the probe's file keys by full path
+        known = {os.path.basename(str(n)): d for n, d in zip(names, saved["descriptor"])}
+    paths = sorted(str(p) for p in data_dir.iterdir() if p.name.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise SystemExit(f"no images in {data_dir}")
+    todo = [p for p in paths if os.path.basename(p) not in known]
+    print(f"{len(paths)} images, {len(paths) - len(todo)} reused, {len(todo)} to describe with {jobs} jobs")
+    start = time.time()
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(describe, [todo[i::jobs] for i in range(jobs)]))
+    else:
+        results = [describe(todo)]
+    for names, descriptors in results:
+        known.update(zip(names, descriptors))
+    per_face = (time.time() - start) * jobs / max(len(todo), 1)
+    present = {os.path.basename(p) for p in paths}
+    names = sorted(n for n in known if n in present)  # reused entries of files no longer there are dropped
+    if not names:
+        raise SystemExit(f"no image in {data_dir} could be described")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial.npz")
+    np.savez(partial, name=np.array(names), descriptor=np.stack([known[n] for n in names]),
+             seconds_per_face_per_core=np.float32(per_face) if todo else np.float32(np.nan))
+    os.replace(partial, out)
+    print(f"{out}: {len(names)} descriptors ({1000 * per_face:.0f} ms per face per core)")
+    return len(names)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True, type=Path)
@@ -57,30 +99,7 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, help="an earlier descriptor file whose entries are kept")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-
-    known: dict[str, np.ndarray] = {}
-    if args.reuse and args.reuse.exists():
-        saved = np.load(args.reuse)
-        known = {os.path.basename(str(n)): d for n, d in zip(saved["name" if "name" in saved else "path"],
-                                                             saved["descriptor"])}
-    paths = sorted(str(p) for p in args.data_dir.iterdir() if p.name.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise SystemExit(f"no images in {args.data_dir}")
-    todo = [p for p in paths if os.path.basename(p) not in known]
-    print(f"{len(paths)} images, {len(paths) - len(todo)} reused, {len(todo)} to describe with {args.jobs} jobs")
-    start = time.time()
-    with ProcessPoolExecutor(args.jobs) as pool:
-        for names, descriptors in pool.map(_describe, [todo[i::args.jobs] for i in range(args.jobs)]):
-            known.update(zip(names, descriptors))
-    per_face = (time.time() - start) * args.jobs / max(len(todo), 1)
-    present = {os.path.basename(p) for p in paths}
-    names = sorted(n for n in known if n in present)  # reused entries of files no longer there are dropped
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.out.with_name(args.out.name + ".partial.npz")
-    np.savez(partial, name=np.array(names), descriptor=np.stack([known[n] for n in names]),
-             seconds_per_face_per_core=np.float32(per_face) if todo else np.float32(np.nan))
-    os.replace(partial, args.out)
-    print(f"{args.out}: {len(names)} descriptors ({1000 * per_face:.0f} ms per face per core)")
+    extract(args.data_dir, args.out, args.reuse, args.jobs)
 
 
 if __name__ == "__main__":
