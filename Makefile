@@ -61,7 +61,7 @@ pretrained: install
 	$(BIN)/python scripts/convert_efficientnet_lite0.py --torch-python $(CONVERT_VENV)/bin/python
 
 ## dlib face descriptors of every UTKFace crop -> data/teacher/ (the distillation teacher of configs/agenet_v10.json;
-## dlib only in .venv-dlib; about 18 minutes on 2 cores).
+## and of benchmarks/face_descriptor_probe.py; dlib only in .venv-dlib; about 19 minutes on 2 cores).
 DLIB_VENV ?= .venv-dlib
 TEACHER := data/teacher/dlib_descriptors.npz
 teacher:

@@ -19,14 +19,14 @@ def split_arrays(card: dict, frame: pd.DataFrame, split: str) -> tuple[np.ndarra
 
 
 def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
-    """``{split: {"age", "gender" (true), "pred_age", "p_female"[, "age_dist"]}}``, served as the card says."""
+    """``{split: {"filename", "age", "gender" (true), "pred_age", "p_female"[, "age_dist"]}}``, served as the card says."""
     model, card = load_serving_model(model_path)
     frame = load_utkface()
     result = {}
     for split in splits:
         images, rows = split_arrays(card, frame, split)
         pred = predict_arrays(model, images, **tta_settings(card))
-        result[split] = {"age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
+        result[split] = {"filename": rows["filename"].to_numpy(), "age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
                          "pred_age": pred["age"], "p_female": pred["p_female"],
                          **({"age_dist": pred["age_dist"]} if "age_dist" in pred else {})}
     return result
