@@ -11,7 +11,8 @@ keras = pytest.importorskip("keras")
 from agegender import train as train_module  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.modelio import load_model  # noqa: E402
-from agegender.teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, load_descriptors,  # noqa: E402
+from agegender.teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets,  # noqa: E402
+                               distilled_gender_targets, gender_probabilities, load_descriptors,
                                with_descriptor_head, without_training_heads)
 
 TEACHER_CONFIG = dict(model="small_resnet", name="taught", image_size=32, color_mode="rgb", epochs=1, batch_size=16,
@@ -107,3 +108,54 @@ def test_interrupted_run_with_a_teacher_resumes_with_its_head(tiny_folder, tmp_p
     assert [row["epoch"] for row in card["training"]["history"]] == [1, 2]
     assert all(f"{DESCRIPTOR_OUTPUT}_loss" in row for row in card["training"]["history"])
     assert DESCRIPTOR_OUTPUT not in load_model(tmp_path / "models" / "taught.keras")[0].output_names
+
+
+def test_teacher_gender_probabilities_are_out_of_fold():
+    rng = np.random.default_rng(0)
+    names = pd.Series([f"{i}_face.jpg" for i in range(400)])
+    genders = rng.integers(0, 2, 400)
+    descriptors = rng.normal(0, 1, (400, 6)).astype("float32")
+    descriptors[:, 0] += 2.0 * (2 * genders - 1)  # one dimension carries gender
+    probabilities = gender_probabilities(descriptors, genders, names)
+    assert ((probabilities > 0.5) == (genders == 1)).mean() > 0.9
+    flipped = genders.copy()
+    flipped[7] = 1 - flipped[7]
+    again = gender_probabilities(descriptors, flipped, names)
+    # a face's own label never reaches its probability (it only moves the other folds' regressions)
+    assert again[7] == pytest.approx(probabilities[7], abs=1e-6)
+    assert not np.allclose(again, probabilities)
+
+
+def test_distilled_gender_targets_keep_children_and_faces_without_descriptor():
+    genders = np.array([0, 1, 0, 1])
+    ages = np.array([5, 30, 40, 70])
+    probabilities = np.array([0.9, 0.2, 0.4, 0.8], "float32")
+    has = np.array([True, True, True, False])
+    targets = distilled_gender_targets(genders, ages, probabilities, has, weight=0.5, min_age=13)
+    np.testing.assert_allclose(targets, [0.0, 0.6, 0.2, 1.0], atol=1e-6)
+
+
+def test_training_with_the_teachers_gender(tiny_folder, tmp_path, monkeypatch):
+    names = [p.name for p in tiny_folder.iterdir()]
+    teacher = write_descriptors(tmp_path / "teacher.npz", names)
+    config = TrainConfig(**TEACHER_CONFIG, teacher_descriptors=str(teacher), teacher_gender_weight=0.5,
+                         teacher_gender_min_age=0)
+    seen = {}
+    original = train_module.make_dataset
+
+    def spy(images, ages, genders, **kwargs):
+        seen[kwargs["training"]] = np.asarray(genders)
+        return original(images, ages, genders, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_dataset", spy)
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["teacher"]["gender"]["faces_mixed"] == len(seen[True])
+    assert not np.isin(seen[True], [0.0, 1.0]).all()  # soft targets for training ...
+    assert np.isin(seen[False], [0, 1]).all()  # ... while validation keeps the labels
+
+
+def test_teacher_gender_without_descriptors_is_refused(tiny_folder, tmp_path):
+    config = TrainConfig(**TEACHER_CONFIG, teacher_gender_weight=0.5)
+    with pytest.raises(TeacherError, match="teacher_gender_weight needs teacher_descriptors"):
+        train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs", verbose=0)

@@ -9,6 +9,7 @@ teacher``), and training asks AgeNet to reproduce them from its own pooled featu
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -104,3 +105,47 @@ def without_training_heads(model: keras.Model) -> keras.Model:
         return model
     outputs = {name: model.get_layer(name).output for name in model.output_names if name in INFERENCE_OUTPUTS}
     return keras.Model(model.input, outputs, name=model.name)
+
+
+def gender_probabilities(descriptors: np.ndarray, genders: np.ndarray, names: pd.Series, *, folds: int = 5,
+                         l2: float = 1.0, iterations: int = 25) -> np.ndarray:
+    """Out-of-fold P(female) of a logistic regression on the (standardised) descriptors.
+
+    Each face's probability comes from a regression that never saw it (the fold is a hash of the file name, so
+    it does not depend on which other files are present); otherwise the teacher would simply repeat the labels.
+    Fitted by Newton's method (IRLS) with an L2 penalty on the weights: 129 parameters, a few seconds.
+    """
+    features = np.hstack([descriptors.astype("float64"), np.ones((len(descriptors), 1))])
+    labels = np.asarray(genders, dtype="float64")
+    fold = names.map(lambda name: int(hashlib.sha1(str(name).encode()).hexdigest(), 16) % folds).to_numpy()
+    penalty = np.full(features.shape[1], l2)
+    penalty[-1] = 0.0  # not on the intercept
+    probabilities = np.empty(len(features))
+    for k in range(folds):
+        fit, held_out = fold != k, fold == k
+        if not held_out.any():
+            continue
+        x, y, w = features[fit], labels[fit], np.zeros(features.shape[1])
+        for _ in range(iterations):
+            p = 1.0 / (1.0 + np.exp(-(x @ w)))
+            gradient = x.T @ (p - y) + penalty * w
+            hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+            step = np.linalg.solve(hessian, gradient)
+            w -= step
+            if np.abs(step).max() < 1e-6:
+                break
+        probabilities[held_out] = 1.0 / (1.0 + np.exp(-(features[held_out] @ w)))
+    return probabilities.astype("float32")
+
+
+def distilled_gender_targets(genders: np.ndarray, ages: np.ndarray, probabilities: np.ndarray, has_descriptor:
+                             np.ndarray, *, weight: float, min_age: int) -> np.ndarray:
+    """Training targets for the gender head: ``(1 - weight) * label + weight * teacher`` from ``min_age`` on.
+
+    The descriptor tells adults' gender well (97 % held out) but children's poorly (68 %), so younger faces, and
+    faces the teacher has no descriptor for, keep their label.
+    """
+    targets = np.asarray(genders, dtype="float32").copy()
+    use = (np.asarray(ages) >= min_age) & np.asarray(has_descriptor, dtype=bool)
+    targets[use] = (1.0 - weight) * targets[use] + weight * probabilities[use]
+    return targets

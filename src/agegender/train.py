@@ -31,8 +31,8 @@ from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
-from .teacher import (DESCRIPTOR_OUTPUT, descriptor_targets, load_descriptors, resolve_teacher_path,
-                      with_descriptor_head, without_training_heads)
+from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets, gender_probabilities,
+                      load_descriptors, resolve_teacher_path, with_descriptor_head, without_training_heads)
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
 
     def dataset(images, rows, training):
         split = "train" if training else "val"
-        return make_dataset(images, rows["age"].to_numpy(), rows["gender"].to_numpy(), batch_size=config.batch_size,
+        genders = teacher_targets.get("train_gender", rows["gender"].to_numpy()) if training else rows["gender"].to_numpy()
+        return make_dataset(images, rows["age"].to_numpy(), genders, batch_size=config.batch_size,
                             training=training, augment=config.augment and training,
                             # a resumed run must not replay epoch 1's shuffle and augmentation draws
                             seed=config.seed + state["epochs_done"],
@@ -201,6 +202,8 @@ def _teacher_targets(config: TrainConfig, train_rows: pd.DataFrame,
                      val_rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Standardised teacher descriptors for the train and val faces (empty without a teacher)."""
     if not config.teacher_descriptors:
+        if config.teacher_gender_weight:
+            raise TeacherError("teacher_gender_weight needs teacher_descriptors (the file `make teacher` writes)")
         return {}, {}
     descriptors = load_descriptors(config.teacher_descriptors)
     train, stats = descriptor_targets(train_rows, descriptors)
@@ -210,7 +213,30 @@ def _teacher_targets(config: TrainConfig, train_rows: pd.DataFrame,
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "head": f"Dense({train.shape[1]}) on the pooled backbone features, MSE to standardised descriptors, "
                     f"weight {config.descriptor_loss_weight}; dropped from the saved model"}
-    return {"train": train, "val": val}, info
+    targets = {"train": train, "val": val}
+    if config.teacher_gender_weight:
+        targets["train_gender"], info["gender"] = _teacher_gender_targets(config, train_rows, train, descriptors)
+    return targets, info
+
+
+def _teacher_gender_targets(config: TrainConfig, train_rows: pd.DataFrame, standardised: np.ndarray,
+                            descriptors: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Soft gender targets for the training faces: labels mixed with the teacher's out-of-fold P(female)."""
+    genders, ages = train_rows["gender"].to_numpy(), train_rows["age"].to_numpy()
+    has_descriptor = train_rows["filename"].map(lambda name: name in descriptors).to_numpy()
+    probabilities = gender_probabilities(standardised, genders, train_rows["filename"])
+    targets = distilled_gender_targets(genders, ages, probabilities, has_descriptor,
+                                       weight=config.teacher_gender_weight, min_age=config.teacher_gender_min_age)
+    mixed = (ages >= config.teacher_gender_min_age) & has_descriptor
+    correct = (probabilities > 0.5) == (genders == 1)
+    info = {"method": "logistic regression on the standardised descriptors, 5 folds by sha1(file name); "
+                      f"targets (1 - {config.teacher_gender_weight}) * label + {config.teacher_gender_weight} * "
+                      f"P(female) for faces aged {config.teacher_gender_min_age}+",
+            "faces_mixed": int(mixed.sum()),
+            "teacher_accuracy_out_of_fold": float(correct[mixed].mean()) if mixed.any() else None}
+    log.info("teacher gender: %d training faces get mixed targets; teacher accuracy on them %.4f",
+             info["faces_mixed"], info["teacher_accuracy_out_of_fold"] or float("nan"))
+    return targets, info
 
 
 def load_weights_from(model: keras.Model, path: str | os.PathLike) -> None:
