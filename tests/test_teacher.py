@@ -159,3 +159,9 @@ def test_teacher_gender_without_descriptors_is_refused(tiny_folder, tmp_path):
     config = TrainConfig(**TEACHER_CONFIG, teacher_gender_weight=0.5)
     with pytest.raises(TeacherError, match="teacher_gender_weight needs teacher_descriptors"):
         train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs", verbose=0)
+
+
+def test_gender_accuracy_counts_soft_targets_by_their_label():
+    y_true = np.array([[0.6], [0.2], [0.7], [1.0]], "float32")  # mixed targets of labels 1, 0, 1 and a plain 1
+    y_pred = np.array([[0.9], [0.1], [0.3], [0.8]], "float32")
+    assert float(keras.ops.mean(train_module.label_accuracy(y_true, y_pred))) == pytest.approx(0.75)

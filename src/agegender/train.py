@@ -55,11 +55,18 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
     raise ValueError(f"optimizer must be 'adam' or 'adamw', not {config.optimizer!r}")
 
 
+@keras.saving.register_keras_serializable(package="agegender")
+def label_accuracy(y_true, y_pred):
+    """Gender accuracy against the label behind a (possibly soft) target: the teacher's mixed targets stay on
+    the label's side of 0.5, where ``BinaryAccuracy`` would count every non-0/1 target as wrong."""
+    return keras.metrics.binary_accuracy(keras.ops.cast(y_true > 0.5, y_pred.dtype), y_pred)
+
+
 def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     losses = {"gender_out": keras.losses.BinaryCrossentropy(label_smoothing=config.gender_label_smoothing),
               "age_out": keras.losses.MeanAbsoluteError()}
     weights = {"gender_out": config.gender_loss_weight, "age_out": config.age_loss_weight}
-    metrics = {"gender_out": [keras.metrics.BinaryAccuracy(name="accuracy")],
+    metrics = {"gender_out": [keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")],
                "age_out": [keras.metrics.MeanAbsoluteError(name="mae")]}
     if "age_dist" in model.output_names:
         # Label-distribution learning: KL to a Gaussian around the true age, plus L1 on its mean.
