@@ -124,6 +124,12 @@ def test_teacher_gender_probabilities_are_out_of_fold():
     # a face's own label never reaches its probability (it only moves the other folds' regressions)
     assert again[7] == pytest.approx(probabilities[7], abs=1e-6)
     assert not np.allclose(again, probabilities)
+    # faces without a real descriptor are not fitted on: changing their labels changes no other face
+    usable = np.arange(400) >= 10
+    relabelled = genders.copy()
+    relabelled[:10] = 1 - relabelled[:10]
+    np.testing.assert_allclose(gender_probabilities(descriptors, relabelled, names, usable=usable)[10:],
+                               gender_probabilities(descriptors, genders, names, usable=usable)[10:], atol=1e-6)
 
 
 def test_distilled_gender_targets_keep_children_and_faces_without_descriptor():
@@ -133,6 +139,8 @@ def test_distilled_gender_targets_keep_children_and_faces_without_descriptor():
     has = np.array([True, True, True, False])
     targets = distilled_gender_targets(genders, ages, probabilities, has, weight=0.5, min_age=13)
     np.testing.assert_allclose(targets, [0.0, 0.6, 0.2, 1.0], atol=1e-6)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        distilled_gender_targets(genders, ages, probabilities, has, weight=1.5, min_age=13)
 
 
 def test_training_with_the_teachers_gender(tiny_folder, tmp_path, monkeypatch):

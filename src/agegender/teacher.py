@@ -108,13 +108,15 @@ def without_training_heads(model: keras.Model) -> keras.Model:
 
 
 def gender_probabilities(descriptors: np.ndarray, genders: np.ndarray, names: pd.Series, *, folds: int = 5,
-                         l2: float = 1.0, iterations: int = 25) -> np.ndarray:
+                         l2: float = 1.0, iterations: int = 25, usable: np.ndarray | None = None) -> np.ndarray:
     """Out-of-fold P(female) of a logistic regression on the (standardised) descriptors.
 
     Each face's probability comes from a regression that never saw it (the fold is a hash of the file name, so
     it does not depend on which other files are present); otherwise the teacher would simply repeat the labels.
-    Fitted by Newton's method (IRLS) with an L2 penalty on the weights: 129 parameters, a few seconds.
+    Only ``usable`` faces (default: all; pass those with a real descriptor) are fitted on. Fitted by Newton's
+    method (IRLS) with an L2 penalty on the weights: 129 parameters, a few seconds.
     """
+    usable = np.ones(len(descriptors), bool) if usable is None else np.asarray(usable, dtype=bool)
     features = np.hstack([descriptors.astype("float64"), np.ones((len(descriptors), 1))])
     labels = np.asarray(genders, dtype="float64")
     fold = names.map(lambda name: int(hashlib.sha1(str(name).encode()).hexdigest(), 16) % folds).to_numpy()
@@ -122,7 +124,7 @@ def gender_probabilities(descriptors: np.ndarray, genders: np.ndarray, names: pd
     penalty[-1] = 0.0  # not on the intercept
     probabilities = np.empty(len(features))
     for k in range(folds):
-        fit, held_out = fold != k, fold == k
+        fit, held_out = (fold != k) & usable, fold == k
         if not held_out.any():
             continue
         x, y, w = features[fit], labels[fit], np.zeros(features.shape[1])
@@ -145,6 +147,8 @@ def distilled_gender_targets(genders: np.ndarray, ages: np.ndarray, probabilitie
     The descriptor tells adults' gender well (97 % held out) but children's poorly (68 %), so younger faces, and
     faces the teacher has no descriptor for, keep their label.
     """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"teacher_gender_weight must be between 0 and 1, not {weight}")
     targets = np.asarray(genders, dtype="float32").copy()
     use = (np.asarray(ages) >= min_age) & np.asarray(has_descriptor, dtype=bool)
     targets[use] = (1.0 - weight) * targets[use] + weight * probabilities[use]

@@ -31,8 +31,9 @@ from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
-from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets, gender_probabilities,
-                      load_descriptors, resolve_teacher_path, with_descriptor_head, without_training_heads)
+from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
+                      gender_probabilities, load_descriptors, resolve_teacher_path, with_descriptor_head,
+                      without_training_heads)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,9 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
 
     def dataset(images, rows, training):
         split = "train" if training else "val"
-        genders = teacher_targets.get("train_gender", rows["gender"].to_numpy()) if training else rows["gender"].to_numpy()
+        genders = rows["gender"].to_numpy()
+        if training and "train_gender" in teacher_targets:
+            genders = teacher_targets["train_gender"]  # labels mixed with the teacher's P(female)
         return make_dataset(images, rows["age"].to_numpy(), genders, batch_size=config.batch_size,
                             training=training, augment=config.augment and training,
                             # a resumed run must not replay epoch 1's shuffle and augmentation draws
@@ -231,7 +234,7 @@ def _teacher_gender_targets(config: TrainConfig, train_rows: pd.DataFrame, stand
     """Soft gender targets for the training faces: labels mixed with the teacher's out-of-fold P(female)."""
     genders, ages = train_rows["gender"].to_numpy(), train_rows["age"].to_numpy()
     has_descriptor = train_rows["filename"].map(lambda name: name in descriptors).to_numpy()
-    probabilities = gender_probabilities(standardised, genders, train_rows["filename"])
+    probabilities = gender_probabilities(standardised, genders, train_rows["filename"], usable=has_descriptor)
     targets = distilled_gender_targets(genders, ages, probabilities, has_descriptor,
                                        weight=config.teacher_gender_weight, min_age=config.teacher_gender_min_age)
     mixed = (ages >= config.teacher_gender_min_age) & has_descriptor
