@@ -28,16 +28,6 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 30) -> np.ndarray:
-    """L2-regularised logistic regression by Newton's method; ``x`` already has a bias column."""
-    w = np.zeros(x.shape[1])
-    for _ in range(steps):
-        p = sigmoid(x @ w)
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.eye(len(w))
-        w -= np.linalg.solve(hessian, x.T @ (p - y) + l2 * w)
-    return w
-
-
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -49,7 +39,7 @@ def probe(model_path: str, teacher: str = TEACHER) -> None:
 
     from agegender.config import AGE_BANDS
     from agegender.data import load_utkface
-    from agegender.teacher import load_descriptors
+    from agegender.teacher import fit_logistic, load_descriptors
 
     _, _, child_max_age = AGE_BANDS[0]  # the report's first band, 0-12
 
