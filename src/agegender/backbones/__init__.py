@@ -3,6 +3,8 @@
 from agegender.backbones.efficientnet_lite import (
     MEAN_RGB,
     STD_RGB,
+    VARIANTS,
+    build_efficientnet_lite,
     build_efficientnet_lite0,
     default_weights_path,
 )
@@ -10,6 +12,8 @@ from agegender.backbones.efficientnet_lite import (
 __all__ = [
     "MEAN_RGB",
     "STD_RGB",
+    "VARIANTS",
+    "build_efficientnet_lite",
     "build_efficientnet_lite0",
     "default_weights_path",
 ]

