@@ -24,10 +24,6 @@ ALPHAS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 1.0)  # weight of AgeNet's logit in the 
 TEACHER = "data/teacher/dlib_descriptors.npz"  # written by `make teacher`
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-z))
-
-
 def logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -39,7 +35,7 @@ def probe(model_path: str, teacher: str = TEACHER) -> None:
 
     from agegender.config import AGE_BANDS
     from agegender.data import load_utkface
-    from agegender.teacher import fit_logistic, load_descriptors
+    from agegender.teacher import fit_logistic, load_descriptors, sigmoid
 
     _, _, child_max_age = AGE_BANDS[0]  # the report's first band, 0-12
 

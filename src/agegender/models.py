@@ -140,11 +140,10 @@ def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_wei
     (``make pretrained`` creates it); ``None`` starts from random weights.
     ``trainable_from`` freezes every backbone layer before the named one.
     """
-    from .backbones.efficientnet_lite import build_efficientnet_lite, default_weights_path
+    from .backbones.efficientnet_lite import build_efficientnet_lite
 
-    if backbone_weights == "default":
-        backbone_weights = default_weights_path(backbone)
-    backbone_model = build_efficientnet_lite(input_shape=input_shape, include_top=False, weights=backbone_weights,
+    weights = "imagenet" if backbone_weights == "default" else backbone_weights  # "imagenet": the converted file
+    backbone_model = build_efficientnet_lite(input_shape=input_shape, include_top=False, weights=weights,
                                              pooling="avg", name="backbone", variant=backbone)
     if trainable_from:
         trainable = False

@@ -107,6 +107,11 @@ def without_training_heads(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, outputs, name=model.name)
 
 
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, elementwise."""
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: int = 30) -> np.ndarray:
     """Weights of an L2-regularised logistic regression, by Newton's method (IRLS).
 
@@ -117,7 +122,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: i
     penalty[-1] = 0.0
     w = np.zeros(x.shape[1])
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        p = sigmoid(x @ w)
         hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hessian, x.T @ (p - y) + penalty * w)
         w -= step
@@ -143,7 +148,7 @@ def gender_probabilities(descriptors: np.ndarray, genders: np.ndarray, names: pd
         held_out = fold == k
         if held_out.any():
             w = fit_logistic(features[(fold != k) & usable], labels[(fold != k) & usable], l2=l2)
-            probabilities[held_out] = 1.0 / (1.0 + np.exp(-(features[held_out] @ w)))
+            probabilities[held_out] = sigmoid(features[held_out] @ w)
     return probabilities.astype("float32")
 
 
