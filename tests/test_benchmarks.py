@@ -1,5 +1,6 @@
 """The benchmark scripts' own arithmetic (their figures come from real runs; these check how they are computed)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import ensemble_probe  # noqa: E402
+import recipe_ablation  # noqa: E402
 
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
@@ -25,3 +27,28 @@ def test_ensemble_probe_needs_two_models(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         ensemble_probe.main()
     assert "at least two models" in capsys.readouterr().err
+
+
+def _card(name: str, age_mae: float, **config) -> dict:
+    metrics = {"age_mae": age_mae, "gender_accuracy": 0.95,
+               "by_age_band": [{"age_mae": age_mae}] * 5,
+               "by_gender": [{"gender_accuracy": 0.95}, {"gender_accuracy": 0.94}]}
+    return {"name": name, "config": {"model": "agenet", **config},
+            "training": {"epochs_completed": 12, "seconds_per_epoch": 300.0, "wall_seconds": 3600.0},
+            "metrics": {"val": dict(metrics), "test": dict(metrics)}}
+
+
+def test_recipe_table_shows_what_differs_and_flags_a_refits_in_sample_val(tmp_path, capsys):
+    plain, refit = _card("plain", 4.5), _card("refit", 4.4, train_on_val=True)
+    refit["metrics"]["val"]["seen_in_training"] = True
+    paths = []
+    for card in (plain, refit):
+        path = tmp_path / f"{card['name']}.json"
+        path.write_text(json.dumps(card))
+        paths.append(str(path))
+    recipe_ablation.main(paths)
+    out = capsys.readouterr().out
+    assert "| recipe | train_on_val | read-out |" in out
+    assert "| plain | val | 4.50 | 95.00 |" in out
+    assert "| refit | val (fitted on) | 4.40 |" in out
+    assert "| refit | test | 4.40 |" in out

@@ -317,3 +317,36 @@ def test_weight_average_is_the_final_model_also_when_refinished(tiny_folder, tmp
     assert not np.allclose(final, last_step)
     train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
     np.testing.assert_allclose(kernel(load_model(models_dir / "ema.keras")[0]), final, rtol=1e-6, atol=1e-7)
+
+
+# -- refit on train + val -------------------------------------------------------------------------
+def test_refit_fits_on_train_and_val_and_marks_val_in_sample(tiny_folder, tmp_path, monkeypatch):
+    """``train_on_val``: the network sees the 40 train and 10 val faces; val figures are flagged, test is not."""
+    fitted: list[tuple[int, int]] = []
+    original = train_module.make_dataset
+
+    def spy(images, ages, genders, **kwargs):
+        if kwargs.get("training"):
+            fitted.append((len(images), len(ages)))
+        return original(images, ages, genders, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_dataset", spy)
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "refit", "epochs": 1, "limit": 0, "train_on_val": True})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert fitted == [(50, 50)]
+    assert card["data"]["fit_splits"] == ["train", "val"]
+    assert card["metrics"]["val"]["seen_in_training"] is True
+    assert "seen_in_training" not in card["metrics"]["test"]
+    assert card["metrics"]["test"]["n"] == 10
+
+
+@pytest.mark.parametrize("setting, message", [({"age_readout": "val"}, "age_readout"),
+                                              ({"early_stopping_patience": 2}, "early-stop"),
+                                              ({"teacher_descriptors": "t.npz"}, "teacher")])
+def test_refit_refuses_what_needs_a_held_out_val(tiny_folder, tmp_path, setting, message):
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "refit", "train_on_val": True, **setting})
+    with pytest.raises(ValueError, match=message):
+        train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                           verbose=0)
+    assert not (tmp_path / "runs").exists()  # refused before anything is written

@@ -132,15 +132,39 @@ def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple
     return arrays, data_info
 
 
+def _check_refit(config: TrainConfig) -> None:
+    """A refit on train + val has no held-out val left to choose anything with: refuse what would need it."""
+    if not config.train_on_val:
+        return
+    if config.age_readout == "val":
+        raise ValueError("train_on_val fits on the val split, so age_readout cannot be chosen on it ('val'): "
+                         "name the read-out the recipe's val run chose ('median' or 'expectation')")
+    if config.early_stopping_patience:
+        raise ValueError("train_on_val fits on the val split, so it cannot early-stop on it")
+    if config.teacher_descriptors:
+        raise ValueError("train_on_val is not supported with a teacher (its targets are made per split)")
+
+
+def _fit_arrays(arrays: dict, config: TrainConfig) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images and rows the network is fitted on: the train split, plus val for a refit."""
+    images, rows = arrays["train"]
+    if config.train_on_val:
+        val_images, val_rows = arrays["val"]
+        images, rows = np.concatenate([images, val_images]), pd.concat([rows, val_rows], ignore_index=True)
+    return images, rows
+
+
 def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, models_dir: Path = MODELS_DIR,
           runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
     """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card."""
+    _check_refit(config)
     keras.utils.set_random_seed(config.seed)
     models_dir, runs_dir = Path(models_dir), Path(runs_dir)
     run_dir = runs_dir / config.output_name
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays, data_info = _load_arrays(config, folder)
-    (x_train, train_rows), (x_val, val_rows) = arrays["train"], arrays["val"]
+    (x_train, train_rows), (x_val, val_rows) = _fit_arrays(arrays, config), arrays["val"]
+    data_info["fit_splits"] = ["train", "val"] if config.train_on_val else ["train"]
     steps = int(np.ceil(len(x_train) / config.batch_size))
     distribution = False
     teacher_targets, teacher_info = _teacher_targets(config, train_rows, val_rows)
@@ -309,7 +333,10 @@ def _previous_stage(init_weights: str | os.PathLike | None) -> dict[str, Any] | 
 
 def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
                arrays: dict, train_rows: pd.DataFrame, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
-    """Everything a consumer needs: input spec, provenance, timings and metrics."""
+    """Everything a consumer needs: input spec, provenance, timings and metrics.
+
+    ``train_rows`` are the rows the network was fitted on (train, or train + val for a refit).
+    """
     metrics = {}
     for split in ("val", "test"):
         images, rows = arrays[split]
@@ -317,8 +344,10 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
         metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
                                               age_dist=preds.get("age_dist"))
+    if config.train_on_val:
+        metrics["val"]["seen_in_training"] = True  # in-sample figures: only test is held out
     seconds = state["epoch_seconds"]
-    images_per_epoch = len(arrays["train"][0])
+    images_per_epoch = len(train_rows)
     previous = _previous_stage(config.init_weights and _init_path(config.init_weights, models_dir))
     return {
         "name": config.output_name,
