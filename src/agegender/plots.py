@@ -64,8 +64,12 @@ def sample_grid(images: np.ndarray, rows: pd.DataFrame, predictions: dict[str, n
     return fig
 
 
-def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]]) -> plt.Figure:
-    """Gender accuracy, gender loss and age MAE, train vs validation, per epoch."""
+def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]], *, val_in_training: bool = False
+                    ) -> plt.Figure:
+    """Gender accuracy, gender loss and age MAE, train vs validation, per epoch.
+
+    ``val_in_training``: the run was a refit on train + val, so its val curve is not held out and is labelled so.
+    """
     history = pd.DataFrame(history)
     epochs = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -73,7 +77,8 @@ def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]]) -> plt.Fig
                               ("Gender accuracy", "Gender loss", "Age MAE (years)")):
         ax.plot(epochs, history[key], marker="o", label="train")
         if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+            ax.plot(epochs, history[f"val_{key}"], marker="o",
+                    label="validation (in training: a refit)" if val_in_training else "validation")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()

@@ -152,6 +152,11 @@ def gender_probabilities(descriptors: np.ndarray, genders: np.ndarray, names: pd
     return probabilities.astype("float32")
 
 
+def mixed_faces(ages: np.ndarray, has_descriptor: np.ndarray, min_age: int) -> np.ndarray:
+    """Which faces get a target mixed with the teacher's: aged ``min_age`` or more and with a descriptor."""
+    return (np.asarray(ages) >= min_age) & np.asarray(has_descriptor, dtype=bool)
+
+
 def distilled_gender_targets(genders: np.ndarray, ages: np.ndarray, probabilities: np.ndarray, has_descriptor:
                              np.ndarray, *, weight: float, min_age: int) -> np.ndarray:
     """Training targets for the gender head: ``(1 - weight) * label + weight * teacher`` from ``min_age`` on.
@@ -162,6 +167,6 @@ def distilled_gender_targets(genders: np.ndarray, ages: np.ndarray, probabilitie
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"teacher_gender_weight must be between 0 and 1, not {weight}")
     targets = np.asarray(genders, dtype="float32").copy()
-    use = (np.asarray(ages) >= min_age) & np.asarray(has_descriptor, dtype=bool)
+    use = mixed_faces(ages, has_descriptor, min_age)
     targets[use] = (1.0 - weight) * targets[use] + weight * probabilities[use]
     return targets

@@ -32,8 +32,8 @@ from .models import AGE_READOUTS, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
-                      gender_probabilities, load_descriptors, resolve_teacher_path, with_descriptor_head,
-                      without_training_heads)
+                      gender_probabilities, load_descriptors, mixed_faces, resolve_teacher_path,
+                      with_descriptor_head, without_training_heads)
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def _teacher_gender_targets(config: TrainConfig, train_rows: pd.DataFrame, stand
     probabilities = gender_probabilities(standardised, genders, train_rows["filename"], usable=has_descriptor)
     targets = distilled_gender_targets(genders, ages, probabilities, has_descriptor,
                                        weight=config.teacher_gender_weight, min_age=config.teacher_gender_min_age)
-    mixed = (ages >= config.teacher_gender_min_age) & has_descriptor
+    mixed = mixed_faces(ages, has_descriptor, config.teacher_gender_min_age)
     correct = (probabilities > 0.5) == (genders == 1)
     info = {"method": "logistic regression on the standardised descriptors, 5 folds by sha1(file name); "
                       f"targets (1 - {config.teacher_gender_weight}) * label + {config.teacher_gender_weight} * "
