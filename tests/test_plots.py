@@ -24,3 +24,10 @@ def test_training_curves_label_a_refits_val_curve_as_not_held_out():
 def test_training_curves_without_val_show_train_only():
     history = [{k: v for k, v in row.items() if not k.startswith("val_")} for row in HISTORY]
     assert _legends(plots.training_curves(history)) == [["train"]] * 3
+
+
+def test_card_training_curves_read_the_refit_flag_from_the_card():
+    held_out = {"training": {"history": HISTORY}, "metrics": {"val": {"age_mae": 5.0}}}
+    refit = {"training": {"history": HISTORY}, "metrics": {"val": {"age_mae": 3.0, "seen_in_training": True}}}
+    assert _legends(plots.card_training_curves(held_out))[0] == ["train", "validation"]
+    assert _legends(plots.card_training_curves(refit))[0] == ["train", "validation (in training: a refit)"]

@@ -86,6 +86,12 @@ def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]], *, val_in_
     return fig
 
 
+def card_training_curves(card: dict[str, Any]) -> plt.Figure:
+    """:func:`training_curves` of a model card's history; a refit's val curve is labelled as not held out."""
+    val = card.get("metrics", {}).get("val", {})
+    return training_curves(card["training"]["history"], val_in_training=bool(val.get("seen_in_training")))
+
+
 def predicted_vs_true(true_age: np.ndarray, predicted_age: np.ndarray) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.scatter(true_age, predicted_age, s=6, alpha=0.35)

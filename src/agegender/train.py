@@ -145,13 +145,17 @@ def _check_refit(config: TrainConfig) -> None:
         raise ValueError("train_on_val is not supported with a teacher (its targets are made per split)")
 
 
-def _fit_arrays(arrays: dict, config: TrainConfig) -> tuple[np.ndarray, pd.DataFrame]:
-    """The images and rows the network is fitted on: the train split, plus val for a refit."""
-    images, rows = arrays["train"]
-    if config.train_on_val:
-        val_images, val_rows = arrays["val"]
-        images, rows = np.concatenate([images, val_images]), pd.concat([rows, val_rows], ignore_index=True)
-    return images, rows
+def _fit_splits(config: TrainConfig) -> list[str]:
+    """The splits the network is fitted on: train, plus val for a refit (``train_on_val``)."""
+    return ["train", "val"] if config.train_on_val else ["train"]
+
+
+def _fit_arrays(arrays: dict, splits: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    """The images and rows of ``splits``, in that order (one split is returned as is, without a copy)."""
+    if len(splits) == 1:
+        return arrays[splits[0]]
+    return (np.concatenate([arrays[s][0] for s in splits]),
+            pd.concat([arrays[s][1] for s in splits], ignore_index=True))
 
 
 def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, models_dir: Path = MODELS_DIR,
@@ -163,8 +167,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     run_dir = runs_dir / config.output_name
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays, data_info = _load_arrays(config, folder)
-    (x_train, train_rows), (x_val, val_rows) = _fit_arrays(arrays, config), arrays["val"]
-    data_info["fit_splits"] = ["train", "val"] if config.train_on_val else ["train"]
+    data_info["fit_splits"] = _fit_splits(config)
+    (x_train, train_rows), (x_val, val_rows) = _fit_arrays(arrays, data_info["fit_splits"]), arrays["val"]
     steps = int(np.ceil(len(x_train) / config.batch_size))
     distribution = False
     teacher_targets, teacher_info = _teacher_targets(config, train_rows, val_rows)
@@ -344,8 +348,8 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
         metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
                                               age_dist=preds.get("age_dist"))
-    if config.train_on_val:
-        metrics["val"]["seen_in_training"] = True  # in-sample figures: only test is held out
+        if split in data_info["fit_splits"]:
+            metrics[split]["seen_in_training"] = True  # in-sample figures (a refit on train + val)
     seconds = state["epoch_seconds"]
     images_per_epoch = len(train_rows)
     previous = _previous_stage(config.init_weights and _init_path(config.init_weights, models_dir))
