@@ -86,3 +86,41 @@ def test_compile_uses_the_mean_loss_weight():
     compile_model(model, TrainConfig(model="small_resnet", age_loss_weight=2.0, age_mean_loss_weight=0.25,
                                      gender_loss_weight=3.0), steps_per_epoch=1)
     assert model._compile_config.config["loss_weights"] == {"gender_out": 3.0, "age_out": 0.5, "age_dist": 2.0}
+
+
+def _textured_batch(n: int = 8, size: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def test_degrade_resolution_blurs_only_the_chosen_images():
+    from agegender.pipeline import degrade_resolution
+
+    images = _textured_batch()
+    seed = np.array([3, 4], dtype="int32")
+    none = degrade_resolution(images, seed, 0.0).numpy()
+    every = degrade_resolution(images, seed, 1.0).numpy()
+    np.testing.assert_array_equal(none, images)
+    assert every.shape == images.shape
+    # shrinking to at most 80 % of the side and back removes most pixel-to-pixel detail of random noise
+    detail = lambda x: np.abs(np.diff(x, axis=2)).mean()  # noqa: E731
+    assert detail(every) < 0.8 * detail(images)
+    assert abs(every.mean() - images.mean()) < 2.0  # a blur, not a change of brightness
+    half = degrade_resolution(_textured_batch(400, 16), seed, 0.5).numpy()
+    changed = np.abs(half - _textured_batch(400, 16)).reshape(400, -1).max(axis=1) > 0
+    assert 150 < changed.sum() < 250  # chosen per image
+
+
+def test_low_resolution_off_reproduces_the_earlier_augmentation():
+    # Recipes trained before the option existed must get exactly the same draws at probability 0.
+    from agegender.pipeline import augment_batch
+
+    images, seed = _textured_batch(), np.array([5, 6], dtype="int32")
+    np.testing.assert_array_equal(augment_batch(images, seed).numpy(), augment_batch(images, seed, 0.0).numpy())
+    assert not np.array_equal(augment_batch(images, seed).numpy(), augment_batch(images, seed, 1.0).numpy())
+
+
+def test_low_resolution_probability_out_of_range_is_refused():
+    images = np.zeros((4, 8, 8, 3), "uint8")
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        make_dataset(images, np.ones(4), np.zeros(4), batch_size=2, training=True, augment=True, low_resolution=1.5)

@@ -350,3 +350,21 @@ def test_refit_refuses_what_needs_a_held_out_val(tiny_folder, tmp_path, setting,
         train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                            verbose=0)
     assert not (tmp_path / "runs").exists()  # refused before anything is written
+
+
+def test_low_resolution_augmentation_reaches_training_only(tiny_folder, tmp_path, monkeypatch):
+    """``augment_low_resolution`` is handed to the training batches; validation images stay as they are."""
+    seen: dict[bool, float] = {}
+    original = train_module.make_dataset
+
+    def spy(images, ages, genders, **kwargs):
+        seen[kwargs["training"]] = kwargs["low_resolution"] if kwargs["augment"] else 0.0
+        return original(images, ages, genders, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_dataset", spy)
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "lowres", "epochs": 1, "augment": True,
+                            "augment_low_resolution": 0.25})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert seen == {True: 0.25, False: 0.0}
+    assert card["config"]["augment_low_resolution"] == 0.25

@@ -80,6 +80,7 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" or "cosine"
     warmup_epochs: float = 0.0
     augment: bool = False
+    augment_low_resolution: float = 0.0  # with augment: probability of a blurred, low-resolution copy per image
     seed: int = 42
     early_stopping_patience: int = 0  # 0 disables early stopping
     max_train_minutes: float = 0.0  # 0 = no wall-clock budget; otherwise stop after the epoch that crosses it

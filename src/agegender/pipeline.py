@@ -44,8 +44,33 @@ def age_balance_weights(ages: np.ndarray, power: float, bin_years: int = 0) -> n
     return (weights / weights.mean()).astype("float32")
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flip, shift/zoom (one crop_and_resize), brightness and contrast, on a float 0..255 batch."""
+#: low-resolution augmentation: the fraction of the input's side length an image is reduced to, drawn uniformly
+LOW_RESOLUTION_RANGE = (0.2, 0.8)
+
+
+def degrade_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float,
+                       keep: tuple[float, float] = LOW_RESOLUTION_RANGE) -> tf.Tensor:
+    """Each image, with ``probability``, shrunk (area average) and enlarged back (bilinear): a blurred, low-detail face.
+
+    UTKFace's crops come from photos of every quality, and webcams and group photos give small faces; a model
+    that saw only sharp faces reads a blurred adult as a child. One reduced size per batch (drawn from ``keep``
+    times the side) keeps the shapes static; which images get it is drawn per image.
+    """
+    batch, size = tf.shape(images)[0], tf.shape(images)[1:3]
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    fraction = tf.random.stateless_uniform((), seeds[0], *keep)
+    small = tf.maximum(tf.cast(tf.round(tf.cast(size, tf.float32) * fraction), tf.int32), 1)
+    degraded = tf.image.resize(tf.image.resize(images, small, method="area"), size, method="bilinear")
+    chosen = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[1]) < probability
+    return tf.where(chosen, degraded, images)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0) -> tf.Tensor:
+    """Flip, shift/zoom (one crop_and_resize), optionally low resolution, brightness and contrast (float 0..255).
+
+    ``low_resolution`` is the probability of :func:`degrade_resolution` per image; at 0 the draws of the other
+    augmentations are exactly those of the recipes trained before it existed.
+    """
     batch = tf.shape(images)[0]
     size = tf.shape(images)[1:3]
     seeds = tf.random.experimental.stateless_split(seed, 6)
@@ -55,6 +80,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     centre = 0.5 + tf.random.stateless_uniform((batch, 2), seeds[2], -0.06, 0.06)
     boxes = tf.concat([centre - scale / 2, centre + scale / 2], axis=1)
     images = tf.image.crop_and_resize(images, boxes, tf.range(batch), size, extrapolation_value=0.0)
+    if low_resolution:
+        images = degrade_resolution(images, seeds[5], low_resolution)
     brightness = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[3], -25.0, 25.0)
     contrast = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[4], 0.75, 1.25)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
@@ -66,11 +93,14 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
                  training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False,
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
                  sample_weights: np.ndarray | None = None,
-                 extra_targets: dict[str, np.ndarray] | None = None) -> tf.data.Dataset:
+                 extra_targets: dict[str, np.ndarray] | None = None,
+                 low_resolution: float = 0.0) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable.
     """
+    if not 0.0 <= low_resolution <= 1.0:
+        raise ValueError(f"augment_low_resolution is a probability between 0 and 1, not {low_resolution}")
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
                "age_out": ages.astype("float32").reshape(-1, 1),
                **{name: values.astype("float32") for name, values in (extra_targets or {}).items()}}
@@ -87,7 +117,7 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     if training and augment:
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30), *batch[1:]),
+            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if age_distribution:
         def add_soft_labels(x, y, *rest):

@@ -207,7 +207,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance,
                                                                 config.age_balance_bin_years)
                                             if training and config.age_balance else None),
-                            extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None)
+                            extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
+                            low_resolution=config.augment_low_resolution)
 
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
