@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
 import recipe_ablation  # noqa: E402
 
@@ -52,3 +53,22 @@ def test_recipe_table_shows_what_differs_and_flags_a_refits_in_sample_val(tmp_pa
     assert "| plain | val | 4.50 | 95.00 |" in out
     assert "| refit | val (fitted on) | 4.40 |" in out
     assert "| refit | test | 4.40 |" in out
+
+
+def test_age_prior_has_no_empty_year_and_sums_to_one():
+    prior = age_readout.age_prior(np.array([30] * 90 + [80] * 10), bins=117)
+    assert prior.sum() == pytest.approx(1.0)
+    assert (prior > 0).all() and prior.argmax() == 30
+    assert prior[80] == pytest.approx(prior[30] / 9, rel=1e-6)
+
+
+def test_prior_adjustment_moves_the_median_away_from_the_crowded_ages():
+    prior = age_readout.age_prior(np.array([30] * 95 + [70] * 5), bins=117)
+    dist = np.exp(-0.5 * ((np.arange(117) - 60) / 8.0) ** 2)[None, :]
+    dist /= dist.sum()
+    plain = age_readout.readouts(dist)["median"][0]
+    adjusted = age_readout.prior_adjusted(dist, prior, 0.3)
+    assert adjusted.sum() == pytest.approx(1.0)
+    assert plain == pytest.approx(60.0, abs=0.1)
+    assert age_readout.readouts(adjusted)["median"][0] > plain + 1  # towards the rare old ages
+    np.testing.assert_allclose(age_readout.prior_adjusted(dist, prior, 0.0), dist)
