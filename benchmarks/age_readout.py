@@ -4,7 +4,7 @@ Prints age MAE and signed bias (predicted minus true) per band on val and test f
 Choose on val; test is shown to confirm. Beside the plain read-outs, the median of the distribution divided
 by the training set's age prior to a power beta ("logit adjustment", Menon et al. 2021): it moves
 predictions away from the crowded 20-39 years, which is what the rare bands' signed biases ask for. A second table splits the 60+ band by decade (model's own read-out):
-a few faces labelled 90 or older weigh heavily in that band's MAE.
+a few faces labelled 90 or older weigh heavily in that band's MAE; a third names the band's worst faces.
 
     UTKFACE_DIR=/path/to/UTKFace python benchmarks/age_readout.py [--model models/agenet.keras]
 """
@@ -25,6 +25,7 @@ from agegender.data import load_utkface  # noqa: E402
 
 OLD_AGES = (("60-69", 60, 69), ("70-79", 70, 79), ("80-89", 80, 89), ("90+", 90, 200))
 PRIOR_POWERS = (0.1, 0.2, 0.3, 0.5)
+WORST_FACES = 3
 
 
 def age_prior(train_ages: np.ndarray, bins: int, smooth_years: float = 2.0) -> np.ndarray:
@@ -85,6 +86,13 @@ def main() -> None:
             band = (p["age"] >= low) & (p["age"] <= high)
             cells.append(f"{band.sum():4d}, {np.abs(error[band]).mean():5.2f} ({error[band].mean():+6.2f})")
         print(f"{split:<5} " + " ".join(f"{c:>19}" for c in cells))
+    print(f"\nthe {WORST_FACES} largest errors in the 60+ band, and their share of the band's MAE")
+    for split, p in preds.items():
+        old = p["age"] >= AGE_BANDS[-1][1]
+        error = np.abs(p["pred_age"] - p["age"])[old]
+        for i in np.argsort(-error)[:WORST_FACES]:
+            print(f"{split:<5} {p['filename'][old][i]:<40} true {p['age'][old][i]:3d}  predicted "
+                  f"{p['pred_age'][old][i]:5.1f}  {error[i] / old.sum():.2f} of {error.mean():.2f} years")
 
 
 if __name__ == "__main__":
