@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
 import recipe_ablation  # noqa: E402
+import resolution_robustness  # noqa: E402
 
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
@@ -72,3 +73,16 @@ def test_prior_adjustment_moves_the_median_away_from_the_crowded_ages():
     assert plain == pytest.approx(60.0, abs=0.1)
     assert age_readout.readouts(adjusted)["median"][0] > plain + 1  # towards the rare old ages
     np.testing.assert_allclose(age_readout.prior_adjusted(dist, prior, 0.0), dist)
+
+
+def test_resolution_robustness_degrades_every_face_by_the_fraction_asked():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)  # more than one chunk
+    assert resolution_robustness.degraded(images, 1.0) is images
+    half, quarter = (resolution_robustness.degraded(images, f) for f in (0.5, 0.25))
+    assert half.shape == quarter.shape == images.shape
+
+    def detail(x):
+        return np.abs(np.diff(np.asarray(x, dtype=float), axis=2)).mean(axis=(1, 2, 3))
+
+    assert (detail(quarter) < detail(half)).all() and (detail(half) < detail(images)).all()
