@@ -368,3 +368,14 @@ def test_low_resolution_augmentation_reaches_training_only(tiny_folder, tmp_path
                               verbose=0)
     assert seen == {True: 0.25, False: 0.0}
     assert card["config"]["augment_low_resolution"] == 0.25
+
+
+@pytest.mark.parametrize("epochs, completed, stopped", [(3, 1, True), (1, 1, False)])
+def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, epochs, completed, stopped):
+    """A budget far below one epoch's time stops a run after its first epoch; a run that had no next epoch
+    to skip finished its plan and is not marked as stopped by the budget."""
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "budget", "epochs": epochs, "max_train_minutes": 1e-4})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["training"]["epochs_completed"] == completed
+    assert card["training"]["stopped_by_budget"] is stopped

@@ -53,8 +53,8 @@ def degrade_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float,
     """Each image, with ``probability``, shrunk (area average) and enlarged back (bilinear): a blurred, low-detail face.
 
     UTKFace's crops come from photos of every quality, and webcams and group photos give small faces; a model
-    that saw only sharp faces reads a blurred adult as a child. One reduced size per batch (drawn from ``keep``
-    times the side) keeps the shapes static; which images get it is drawn per image.
+    that saw only sharp faces reads a blurred adult as a child. The reduced size (``keep`` times the side) is drawn once per
+    batch, so one resize serves the whole batch; which images get it is drawn per image.
     """
     batch, size = tf.shape(images)[0], tf.shape(images)[1:3]
     seeds = tf.random.experimental.stateless_split(seed, 2)
