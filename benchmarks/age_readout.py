@@ -3,8 +3,9 @@
 Prints age MAE and signed bias (predicted minus true) per band on val and test for each read-out.
 Choose on val; test is shown to confirm. Beside the plain read-outs, the median of the distribution divided
 by the training set's age prior to a power beta ("logit adjustment", Menon et al. 2021): it moves
-predictions away from the crowded 20-39 years, which is what the rare bands' signed biases ask for. A second table splits the 60+ band by decade (model's own read-out):
-a few faces labelled 90 or older weigh heavily in that band's MAE; a third names the band's worst faces.
+predictions away from the crowded 20-39 years, which is what the rare bands' signed biases ask for.
+A second table splits the 60+ band by decade (model's own read-out): a few faces labelled 90 or older
+weigh heavily in that band's MAE; a third names the band's worst faces.
 
     UTKFACE_DIR=/path/to/UTKFace python benchmarks/age_readout.py [--model models/agenet.keras]
 """

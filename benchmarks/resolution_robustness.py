@@ -25,7 +25,7 @@ from agegender.modelio import load_serving_model  # noqa: E402
 from agegender.pipeline import degrade_resolution  # noqa: E402
 
 FRACTIONS = (1.0, 0.5, 0.33, 0.25)
-CHUNK = 256  # images degraded at a time (float32 copies of a whole split would take ~0.4 GB each)
+CHUNK = 256  # images degraded per call, which bounds TensorFlow's intermediate tensors
 
 
 def degraded(images: np.ndarray, fraction: float) -> np.ndarray:
