@@ -84,9 +84,9 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget."""
 
-    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, epochs: int):
+    def __init__(self, run_dir: Path, state: dict, budget_seconds: float):
         super().__init__()
-        self.run_dir, self.state, self.budget, self.epochs = run_dir, state, budget_seconds, epochs
+        self.run_dir, self.state, self.budget = run_dir, state, budget_seconds
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -102,7 +102,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
         next_epoch_too_long = self.state["elapsed_seconds"] + float(np.mean(self.state["epoch_seconds"])) > self.budget
-        if self.budget and epoch + 1 < self.epochs and next_epoch_too_long:  # the last epoch has no next one
+        if self.budget and epoch + 1 < self.params["epochs"] and next_epoch_too_long:  # the last has no next one
             log.warning("stopping after epoch %d: the next epoch would exceed the %.0f-minute budget",
                         epoch + 1, self.budget / 60)
             self.state["stopped_by_budget"] = True
@@ -212,7 +212,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             low_resolution=config.augment_low_resolution)
 
     callbacks: list[keras.callbacks.Callback] = [
-        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, config.epochs)]
+        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
