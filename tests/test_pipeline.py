@@ -124,3 +124,14 @@ def test_low_resolution_probability_out_of_range_is_refused():
     images = np.zeros((4, 8, 8, 3), "uint8")
     with pytest.raises(ValueError, match="between 0 and 1"):
         make_dataset(images, np.ones(4), np.zeros(4), batch_size=2, training=True, augment=True, low_resolution=1.5)
+
+
+def test_dataset_at_a_smaller_size_averages_pixels_and_keeps_the_full_size_unchanged():
+    # progressive resizing's early epochs: the cached 16 px images come out at 8 px, each pixel the mean of 2x2
+    images = np.arange(2 * 16 * 16 * 3, dtype=np.float64).reshape(2, 16, 16, 3) % 251
+    images = images.astype(np.uint8)
+    small = next(iter(make_dataset(images, np.ones(2), np.zeros(2), batch_size=2, training=False, image_size=8)))[0]
+    expected = images.astype(np.float32).reshape(2, 8, 2, 8, 2, 3).mean(axis=(2, 4))
+    np.testing.assert_allclose(small.numpy(), expected, rtol=1e-5)
+    full = next(iter(make_dataset(images, np.ones(2), np.zeros(2), batch_size=2, training=False, image_size=16)))[0]
+    np.testing.assert_array_equal(full.numpy(), images.astype(np.float32))

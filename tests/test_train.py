@@ -379,3 +379,92 @@ def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, 
                               verbose=0)
     assert card["training"]["epochs_completed"] == completed
     assert card["training"]["stopped_by_budget"] is stopped
+
+
+# -- progressive resizing -------------------------------------------------------------------------
+PROGRESSIVE_CONFIG = dict(model="small_resnet", name="progressive", image_size=32, color_mode="rgb", epochs=3,
+                          batch_size=16, limit=32, seed=3, model_kwargs={"widths": [8]},
+                          progressive_resizing=[[16, 1], [24, 1]])
+
+
+def test_resolution_stages_plan():
+    assert train_module.resolution_stages(TrainConfig(**PROGRESSIVE_CONFIG)) == [(16, 1), (24, 2), (32, 3)]
+    assert train_module.resolution_stages(TrainConfig(**{**PROGRESSIVE_CONFIG, "progressive_resizing": []})) == [(32, 3)]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"progressive_resizing": [[16, 1], [24, 2]]}, "leave at least the last"),
+    ({"progressive_resizing": [[48, 1]]}, "size must be 1..image_size"),
+    ({"progressive_resizing": [[16, 0]]}, "epochs at least 1"),
+    ({"progressive_resizing": [16, 1]}, r"\[size, epochs\] pairs"),
+    ({"progressive_resizing": [[16.5, 1]]}, r"\[size, epochs\] pairs"),
+    ({"model": "seed_cnn"}, "any input size"),
+    ({"early_stopping_patience": 2}, "early stopping"),
+])
+def test_resolution_stages_refuse_what_cannot_work(changes, message):
+    with pytest.raises(ValueError, match=message):
+        train_module.resolution_stages(TrainConfig(**{**PROGRESSIVE_CONFIG, **changes}))
+
+
+def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_folder, tmp_path, monkeypatch):
+    """Epochs 1-2 see 16 and 24 px batches, the last 32 px; validation is always at 32 px; with weight averaging
+    each stage goes on from the raw weights (not the average fit() swaps in at its end); the saved model
+    takes 32 px inputs, as serving reads the size from the model."""
+    sizes: list[tuple[bool, int | None]] = []
+    original_dataset = train_module.make_dataset
+
+    def dataset_spy(images, ages, genders, **kwargs):
+        sizes.append((kwargs["training"], kwargs["image_size"]))
+        return original_dataset(images, ages, genders, **kwargs)
+
+    def kernel(model):
+        return keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel).copy()
+
+    at_begin, at_end = [], []
+    original_begin, original_end = train_module._EpochCheckpoint.on_epoch_begin, train_module._EpochCheckpoint.on_epoch_end
+
+    def on_epoch_begin(cb, epoch, logs=None):
+        at_begin.append(kernel(cb.model))
+        return original_begin(cb, epoch, logs)
+
+    def on_epoch_end(cb, epoch, logs=None):
+        original_end(cb, epoch, logs)
+        at_end.append(kernel(cb.model))
+
+    monkeypatch.setattr(train_module, "make_dataset", dataset_spy)
+    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
+    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    config = TrainConfig(**{**PROGRESSIVE_CONFIG, "ema_momentum": 0.9})
+    models_dir = tmp_path / "models"
+    card = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=tmp_path / "runs", verbose=0)
+
+    assert [size for training, size in sizes if training] == [16, 24, 32]
+    assert [size for training, size in sizes if not training] == [None] * 3
+    for epoch in (1, 2):
+        np.testing.assert_array_equal(at_begin[epoch], at_end[epoch - 1])
+    assert card["training"]["epochs_completed"] == 3 and not card["training"]["stopped_by_budget"]
+    model, _ = load_model(models_dir / "progressive.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    assert not np.allclose(kernel(model), at_end[-1])  # the model written is the weight average
+
+
+def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(tiny_folder, tmp_path, monkeypatch):
+    sizes: list[int | None] = []
+    original_dataset = train_module.make_dataset
+
+    def dataset_spy(images, ages, genders, **kwargs):
+        if kwargs["training"]:
+            sizes.append(kwargs["image_size"])
+        return original_dataset(images, ages, genders, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_dataset", dataset_spy)
+    config = TrainConfig(**PROGRESSIVE_CONFIG)
+    dirs = dict(models_dir=tmp_path / "models", runs_dir=tmp_path / "runs")
+    with monkeypatch.context() as mp:
+        _interrupt_after_first_epoch(mp)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, tiny_folder, verbose=0, **dirs)
+    assert sizes == [16] and _state(tmp_path / "runs" / "progressive")["epochs_done"] == 1
+    card = train_module.train(config, tiny_folder, verbose=0, **dirs)
+    assert sizes == [16, 24, 32]
+    assert [row["epoch"] for row in card["training"]["history"]] == [1, 2, 3]

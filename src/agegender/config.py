@@ -70,6 +70,7 @@ class TrainConfig:
     model: str = "seed_cnn"  # a name registered in agegender.models.BUILDERS
     name: str | None = None  # output name under models/ (default: the model name)
     image_size: int = 128
+    progressive_resizing: list[list[int]] = field(default_factory=list)  # [[size, epochs], ...] first, then image_size
     color_mode: str = "grayscale"  # "grayscale" or "rgb"
     resize: str = "antialias"  # see agegender.images.RESIZE_METHODS; recorded in the card for serving
     epochs: int = 30

@@ -222,7 +222,15 @@ BUILDERS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_model(name: str, image_size: int, channels: int, **kwargs) -> keras.Model:
+#: models that end in global average pooling, so one set of weights takes any input size
+SIZE_FLEXIBLE: frozenset[str] = frozenset({"small_resnet", "agenet"})
+
+
+def build_model(name: str, image_size: int | None, channels: int, **kwargs) -> keras.Model:
+    """``image_size=None`` builds a model of :data:`SIZE_FLEXIBLE` for inputs of any side."""
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(BUILDERS)}")
+    if image_size is None and name not in SIZE_FLEXIBLE:
+        raise ValueError(f"{name} needs a fixed input size (it flattens its feature map); "
+                         f"only {sorted(SIZE_FLEXIBLE)} take any size")
     return BUILDERS[name](input_shape=(image_size, image_size, channels), **kwargs)

@@ -94,10 +94,11 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
                  sample_weights: np.ndarray | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
-                 low_resolution: float = 0.0) -> tf.data.Dataset:
+                 low_resolution: float = 0.0, image_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
-    Shuffling and augmentation are seeded per epoch, so a run is repeatable.
+    Shuffling and augmentation are seeded per epoch, so a run is repeatable. ``image_size`` shrinks the
+    images to that side (area averaging, before augmentation): the early epochs of progressive resizing.
     """
     if not 0.0 <= low_resolution <= 1.0:
         raise ValueError(f"augment_low_resolution is a probability between 0 and 1, not {low_resolution}")
@@ -111,7 +112,10 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     ds = ds.batch(batch_size, drop_remainder=False)
 
     def to_float(x, *rest):
-        return (tf.cast(x, tf.float32), *rest)
+        x = tf.cast(x, tf.float32)
+        if image_size and image_size != images.shape[1]:
+            x = tf.image.resize(x, (image_size, image_size), method="area")
+        return (x, *rest)
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment:

@@ -28,7 +28,7 @@ from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface
 from .evaluate import evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
-from .models import AGE_READOUTS, build_model, with_age_readout
+from .models import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
@@ -82,11 +82,14 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget."""
+    """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget.
 
-    def __init__(self, run_dir: Path, state: dict, budget_seconds: float):
+    ``planned_epochs`` is the whole run's: with progressive resizing one ``fit`` covers only a stage.
+    """
+
+    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, planned_epochs: int):
         super().__init__()
-        self.run_dir, self.state, self.budget = run_dir, state, budget_seconds
+        self.run_dir, self.state, self.budget, self.planned = run_dir, state, budget_seconds, planned_epochs
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -102,7 +105,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
         next_epoch_too_long = self.state["elapsed_seconds"] + float(np.mean(self.state["epoch_seconds"])) > self.budget
-        if self.budget and epoch + 1 < self.params["epochs"] and next_epoch_too_long:  # the last has no next one
+        if self.budget and epoch + 1 < self.planned and next_epoch_too_long:  # the last has no next one
             log.warning("stopping after epoch %d: the next epoch would exceed the %.0f-minute budget",
                         epoch + 1, self.budget / 60)
             self.state["stopped_by_budget"] = True
@@ -146,6 +149,36 @@ def _check_refit(config: TrainConfig) -> None:
         raise ValueError("train_on_val is not supported with a teacher (its targets are made per split)")
 
 
+def resolution_stages(config: TrainConfig) -> list[tuple[int, int]]:
+    """``(input side, last epoch)`` per stage: ``progressive_resizing``'s stages, then ``image_size`` to the end.
+
+    Early epochs at a smaller input cost less (AgeNet at 96 px trains about 1.8x faster than at 128 px) and
+    learn the coarse features as well; the last epochs at full size adapt the network to the size it serves at.
+    """
+    stages, end = [], 0
+    for entry in config.progressive_resizing:
+        if (not isinstance(entry, (list, tuple)) or len(entry) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
+            raise ValueError(f"progressive_resizing takes [size, epochs] pairs of integers, not {entry!r}")
+        size, epochs = entry
+        if not 0 < size <= config.image_size or epochs < 1:
+            raise ValueError(f"progressive_resizing stage {entry}: the size must be 1..image_size "
+                             f"({config.image_size}) and the epochs at least 1")
+        end += epochs
+        stages.append((size, end))
+    if not stages:
+        return [(config.image_size, config.epochs)]
+    if end >= config.epochs:
+        raise ValueError(f"progressive_resizing covers {end} of {config.epochs} epochs; leave at least the last "
+                         f"one at image_size ({config.image_size}), the size the model serves at")
+    if config.model not in SIZE_FLEXIBLE:
+        raise ValueError(f"progressive_resizing needs a model that takes any input size: {sorted(SIZE_FLEXIBLE)}")
+    if config.early_stopping_patience:
+        raise ValueError("progressive_resizing cannot be combined with early stopping (one stage's best epoch "
+                         "is not comparable with another's)")
+    return stages + [(config.image_size, config.epochs)]
+
+
 def _fit_splits(config: TrainConfig) -> list[str]:
     """The splits the network is fitted on: train, plus val for a refit (``train_on_val``)."""
     return ["train", "val"] if config.train_on_val else ["train"]
@@ -163,6 +196,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
           runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
     """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card."""
     _check_refit(config)
+    stages = resolution_stages(config)
     keras.utils.set_random_seed(config.seed)
     models_dir, runs_dir = Path(models_dir), Path(runs_dir)
     run_dir = runs_dir / config.output_name
@@ -185,7 +219,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
         log.info("resuming %s after epoch %d", config.output_name, state["epochs_done"])
     else:
         state = {"epochs_done": 0, "elapsed_seconds": 0.0, "epoch_seconds": [], "history": []}
-        model = build_model(config.model, config.image_size, channels(config.color_mode), **config.model_kwargs)
+        input_size = config.image_size if len(stages) == 1 else None  # progressive resizing: any size
+        model = build_model(config.model, input_size, channels(config.color_mode), **config.model_kwargs)
         if config.init_weights:
             load_weights_from(model, _init_path(config.init_weights, models_dir))
         if teacher_targets:
@@ -194,7 +229,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
         write_json_atomic(saved_config, config.to_dict())
     distribution = "age_dist" in model.output_names
 
-    def dataset(images, rows, training):
+    def dataset(images, rows, training, image_size=None):
         split = "train" if training else "val"
         genders = rows["gender"].to_numpy()
         if training and "train_gender" in teacher_targets:
@@ -209,22 +244,26 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                                                                 config.age_balance_bin_years)
                                             if training and config.age_balance else None),
                             extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
-                            low_resolution=config.augment_low_resolution)
+                            low_resolution=config.augment_low_resolution, image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
-        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60)]
+        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, config.epochs)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
-    if state["epochs_done"] < config.epochs and not state.get("stopped_by_budget"):
-        model.fit(dataset(x_train, train_rows, True), validation_data=dataset(x_val, val_rows, False),
-                  epochs=config.epochs, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
+    for image_size, last_epoch in stages:  # validation always at the full size, so epochs compare
+        if state["epochs_done"] >= last_epoch or state.get("stopped_by_budget"):
+            continue
+        model.fit(dataset(x_train, train_rows, True, image_size), validation_data=dataset(x_val, val_rows, False),
+                  epochs=last_epoch, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
                   shuffle=False)  # the dataset shuffles itself
+        if last_epoch < config.epochs and model.optimizer.use_ema and not state.get("stopped_by_budget"):
+            _continue_from_raw_weights(model, checkpoint)
 
     if model.optimizer.use_ema:
         # fit() does this when it ends; a run re-finished from its checkpoint holds the raw weights
         model.optimizer.finalize_variable_values(model.trainable_variables)
-    final, readout = inference_copy(without_training_heads(model)), None
+    final, readout = inference_copy(without_training_heads(model), config.image_size), None
     if distribution:
         final, readout = choose_age_readout(final, config, *arrays["val"])
     card = model_card(final, config, data_info, state, arrays, train_rows, models_dir)
@@ -279,6 +318,17 @@ def _teacher_gender_targets(config: TrainConfig, train_rows: pd.DataFrame, stand
     return targets, info
 
 
+def _continue_from_raw_weights(model: keras.Model, checkpoint: Path) -> None:
+    """Undo the weight average that ``fit()`` swaps in when it ends, for a stage that is not the last.
+
+    The next stage goes on from the raw weights, which the stage's last checkpoint holds, exactly as a run
+    resumed from that checkpoint would.
+    """
+    raw = keras.saving.load_model(checkpoint, compile=False)
+    for variable, value in zip(model.trainable_variables, raw.trainable_variables, strict=True):
+        variable.assign(value)
+
+
 def load_weights_from(model: keras.Model, path: str | os.PathLike) -> None:
     """Weights of a saved model (``.keras``) or weights file (``.weights.h5``), matched by layer path.
 
@@ -311,9 +361,18 @@ def choose_age_readout(model: keras.Model, config: TrainConfig, val_images: np.n
     return candidates[chosen], {"method": chosen, "setting": config.age_readout, "val_age_mae": val_mae}
 
 
-def inference_copy(model: keras.Model) -> keras.Model:
-    """The same network without optimizer state (a third of the file size of a checkpoint)."""
-    copy = keras.Model.from_config(model.get_config())
+def inference_copy(model: keras.Model, image_size: int | None = None) -> keras.Model:
+    """The same network without optimizer state (a third of the file size of a checkpoint).
+
+    ``image_size`` fixes the input side of a network built for any size, as serving reads it from the model.
+    """
+    config = model.get_config()
+    if image_size:
+        for layer in config["layers"]:
+            if layer["class_name"] == "InputLayer":
+                shape = layer["config"]["batch_shape"]
+                layer["config"]["batch_shape"] = [shape[0], image_size, image_size, shape[-1]]
+    copy = keras.Model.from_config(config)
     copy.set_weights(model.get_weights())
     return copy
 
