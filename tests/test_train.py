@@ -352,21 +352,27 @@ def test_refit_refuses_what_needs_a_held_out_val(tiny_folder, tmp_path, setting,
     assert not (tmp_path / "runs").exists()  # refused before anything is written
 
 
-def test_low_resolution_augmentation_reaches_training_only(tiny_folder, tmp_path, monkeypatch):
-    """``augment_low_resolution`` is handed to the training batches; validation images stay as they are."""
-    seen: dict[bool, float] = {}
+def _record_datasets(monkeypatch) -> list[dict]:
+    """The keyword arguments of every ``make_dataset`` call training makes, in order."""
+    calls: list[dict] = []
     original = train_module.make_dataset
 
     def spy(images, ages, genders, **kwargs):
-        seen[kwargs["training"]] = kwargs["low_resolution"] if kwargs["augment"] else 0.0
+        calls.append(kwargs)
         return original(images, ages, genders, **kwargs)
 
     monkeypatch.setattr(train_module, "make_dataset", spy)
+    return calls
+
+
+def test_low_resolution_augmentation_reaches_training_only(tiny_folder, tmp_path, monkeypatch):
+    """``augment_low_resolution`` is handed to the training batches; validation images stay as they are."""
+    calls = _record_datasets(monkeypatch)
     config = TrainConfig(**{**RESUME_CONFIG, "name": "lowres", "epochs": 1, "augment": True,
                             "augment_low_resolution": 0.25})
     card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                               verbose=0)
-    assert seen == {True: 0.25, False: 0.0}
+    assert {c["training"]: c["low_resolution"] if c["augment"] else 0.0 for c in calls} == {True: 0.25, False: 0.0}
     assert card["config"]["augment_low_resolution"] == 0.25
 
 
@@ -410,12 +416,7 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     """Epochs 1-2 see 16 and 24 px batches, the last 32 px; validation is always at 32 px; with weight averaging
     each stage goes on from the raw weights (not the average fit() swaps in at its end); the saved model
     takes 32 px inputs, as serving reads the size from the model."""
-    sizes: list[tuple[bool, int | None]] = []
-    original_dataset = train_module.make_dataset
-
-    def dataset_spy(images, ages, genders, **kwargs):
-        sizes.append((kwargs["training"], kwargs["image_size"]))
-        return original_dataset(images, ages, genders, **kwargs)
+    calls = _record_datasets(monkeypatch)
 
     def kernel(model):
         return keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel).copy()
@@ -431,15 +432,14 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
         original_end(cb, epoch, logs)
         at_end.append(kernel(cb.model))
 
-    monkeypatch.setattr(train_module, "make_dataset", dataset_spy)
     monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
     monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
     config = TrainConfig(**{**PROGRESSIVE_CONFIG, "ema_momentum": 0.9})
     models_dir = tmp_path / "models"
     card = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=tmp_path / "runs", verbose=0)
 
-    assert [size for training, size in sizes if training] == [16, 24, 32]
-    assert [size for training, size in sizes if not training] == [None] * 3
+    assert [c["image_size"] for c in calls if c["training"]] == [16, 24, 32]
+    assert [c["image_size"] for c in calls if not c["training"]] == [None] * 3
     for epoch in (1, 2):
         np.testing.assert_array_equal(at_begin[epoch], at_end[epoch - 1])
     assert card["training"]["epochs_completed"] == 3 and not card["training"]["stopped_by_budget"]
@@ -449,22 +449,15 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
 
 
 def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(tiny_folder, tmp_path, monkeypatch):
-    sizes: list[int | None] = []
-    original_dataset = train_module.make_dataset
-
-    def dataset_spy(images, ages, genders, **kwargs):
-        if kwargs["training"]:
-            sizes.append(kwargs["image_size"])
-        return original_dataset(images, ages, genders, **kwargs)
-
-    monkeypatch.setattr(train_module, "make_dataset", dataset_spy)
+    calls = _record_datasets(monkeypatch)
     config = TrainConfig(**PROGRESSIVE_CONFIG)
     dirs = dict(models_dir=tmp_path / "models", runs_dir=tmp_path / "runs")
     with monkeypatch.context() as mp:
         _interrupt_after_first_epoch(mp)
         with pytest.raises(KeyboardInterrupt):
             train_module.train(config, tiny_folder, verbose=0, **dirs)
-    assert sizes == [16] and _state(tmp_path / "runs" / "progressive")["epochs_done"] == 1
+    assert [c["image_size"] for c in calls if c["training"]] == [16]
+    assert _state(tmp_path / "runs" / "progressive")["epochs_done"] == 1
     card = train_module.train(config, tiny_folder, verbose=0, **dirs)
-    assert sizes == [16, 24, 32]
+    assert [c["image_size"] for c in calls if c["training"]] == [16, 24, 32]
     assert [row["epoch"] for row in card["training"]["history"]] == [1, 2, 3]
