@@ -123,22 +123,33 @@ RESUME_CONFIG = dict(model="seed_cnn", name="resume", image_size=64, color_mode=
 
 
 class _Spy:
-    """Records which epochs start, and the weights / optimizer step count at their start."""
+    """Records which epochs start, the optimizer step count at their start, and ``layer``'s kernel at the start
+    and end (after the checkpoint is written) of each epoch."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, layer: str = "conv_32"):
         self.begun: list[int] = []
         self.iterations: list[int] = []
         self.first_kernel: list[np.ndarray] = []
-        original = train_module._EpochCheckpoint.on_epoch_begin
+        self.end_kernel: list[np.ndarray] = []
+        original_begin = train_module._EpochCheckpoint.on_epoch_begin
+        original_end = train_module._EpochCheckpoint.on_epoch_end
         spy = self
+
+        def kernel(model):
+            return keras.ops.convert_to_numpy(model.get_layer(layer).kernel).copy()
 
         def on_epoch_begin(cb, epoch, logs=None):
             spy.begun.append(epoch)
             spy.iterations.append(int(keras.ops.convert_to_numpy(cb.model.optimizer.iterations)))
-            spy.first_kernel.append(keras.ops.convert_to_numpy(cb.model.get_layer("conv_32").kernel).copy())
-            return original(cb, epoch, logs)
+            spy.first_kernel.append(kernel(cb.model))
+            return original_begin(cb, epoch, logs)
+
+        def on_epoch_end(cb, epoch, logs=None):
+            original_end(cb, epoch, logs)
+            spy.end_kernel.append(kernel(cb.model))
 
         monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
+        monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
 
 def _interrupt_after_first_epoch(monkeypatch):
@@ -417,23 +428,7 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     each stage goes on from the raw weights (not the average fit() swaps in at its end); the saved model
     takes 32 px inputs, as serving reads the size from the model."""
     calls = _record_datasets(monkeypatch)
-
-    def kernel(model):
-        return keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel).copy()
-
-    at_begin, at_end = [], []
-    original_begin, original_end = train_module._EpochCheckpoint.on_epoch_begin, train_module._EpochCheckpoint.on_epoch_end
-
-    def on_epoch_begin(cb, epoch, logs=None):
-        at_begin.append(kernel(cb.model))
-        return original_begin(cb, epoch, logs)
-
-    def on_epoch_end(cb, epoch, logs=None):
-        original_end(cb, epoch, logs)
-        at_end.append(kernel(cb.model))
-
-    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", on_epoch_begin)
-    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
+    spy = _Spy(monkeypatch, layer="stem_conv")
     config = TrainConfig(**{**PROGRESSIVE_CONFIG, "ema_momentum": 0.9})
     models_dir = tmp_path / "models"
     card = train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=tmp_path / "runs", verbose=0)
@@ -441,11 +436,12 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     assert [c["image_size"] for c in calls if c["training"]] == [16, 24, 32]
     assert [c["image_size"] for c in calls if not c["training"]] == [None] * 3
     for epoch in (1, 2):
-        np.testing.assert_array_equal(at_begin[epoch], at_end[epoch - 1])
+        np.testing.assert_array_equal(spy.first_kernel[epoch], spy.end_kernel[epoch - 1])
     assert card["training"]["epochs_completed"] == 3 and not card["training"]["stopped_by_budget"]
     model, _ = load_model(models_dir / "progressive.keras")
     assert model.input_shape == (None, 32, 32, 3)
-    assert not np.allclose(kernel(model), at_end[-1])  # the model written is the weight average
+    final_kernel = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)
+    assert not np.allclose(final_kernel, spy.end_kernel[-1])  # the model written is the weight average
 
 
 def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(tiny_folder, tmp_path, monkeypatch):
