@@ -409,6 +409,26 @@ def test_resolution_stages_plan():
     assert train_module.resolution_stages(TrainConfig(**{**PROGRESSIVE_CONFIG, "progressive_resizing": []})) == [(32, 3)]
 
 
+def test_next_epoch_time_is_scaled_to_its_input_size():
+    """The budget's forecast of the next epoch: earlier epochs' times scaled by the ratio of pixels, so the first
+    epoch at a larger size is not forecast at the small epochs' pace."""
+    stages = [(16, 1), (24, 2), (32, 3)]
+    assert [train_module.epoch_image_size(stages, epoch) for epoch in range(3)] == [16, 24, 32]
+    assert train_module.predicted_epoch_seconds([10.0], stages) == pytest.approx(10.0 * (24 / 16) ** 2)
+    assert train_module.predicted_epoch_seconds([10.0, 20.0], stages) == pytest.approx(
+        (10.0 * (32 / 16) ** 2 + 20.0 * (32 / 24) ** 2) / 2)
+    assert train_module.predicted_epoch_seconds([10.0, 12.0], [(32, 3)]) == pytest.approx(11.0)
+
+
+def test_budget_stop_in_a_small_stage_is_named(tiny_folder, tmp_path, caplog):
+    config = TrainConfig(**{**PROGRESSIVE_CONFIG, "max_train_minutes": 1e-4})
+    with caplog.at_level("WARNING", logger="agegender.train"):
+        card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                                  verbose=0)
+    assert card["training"]["epochs_completed"] == 1 and card["training"]["stopped_by_budget"]
+    assert "before any epoch at its full size (32 px)" in caplog.text
+
+
 @pytest.mark.parametrize("changes, message", [
     ({"progressive_resizing": [[16, 1], [24, 2]]}, "leave at least the last"),
     ({"progressive_resizing": [[48, 1]]}, "size must be 1..image_size"),

@@ -84,12 +84,14 @@ def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int)
 class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget.
 
-    ``planned_epochs`` is the whole run's: with progressive resizing one ``fit`` covers only a stage.
+    ``stages`` is the whole run's plan (:func:`resolution_stages`): with progressive resizing one ``fit`` covers
+    only a stage, and an epoch at a larger size takes longer than the ones before it.
     """
 
-    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, planned_epochs: int):
+    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, stages: list[tuple[int, int]]):
         super().__init__()
-        self.run_dir, self.state, self.budget, self.planned = run_dir, state, budget_seconds, planned_epochs
+        self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
+        self.planned = stages[-1][1]
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -104,10 +106,15 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
-        next_epoch_too_long = self.state["elapsed_seconds"] + float(np.mean(self.state["epoch_seconds"])) > self.budget
-        if self.budget and epoch + 1 < self.planned and next_epoch_too_long:  # the last has no next one
-            log.warning("stopping after epoch %d: the next epoch would exceed the %.0f-minute budget",
-                        epoch + 1, self.budget / 60)
+        if epoch + 1 >= self.planned or not self.budget:  # the last epoch has no next one to skip
+            return
+        next_seconds = predicted_epoch_seconds(self.state["epoch_seconds"], self.stages)
+        if self.state["elapsed_seconds"] + next_seconds > self.budget:
+            log.warning("stopping after epoch %d: the next epoch (about %.0f s) would exceed the %.0f-minute budget",
+                        epoch + 1, next_seconds, self.budget / 60)
+            if epoch_image_size(self.stages, epoch) < self.stages[-1][0]:
+                log.warning("the model stops before any epoch at its full size (%d px): progressive_resizing "
+                            "plans more small epochs than the budget leaves room for", self.stages[-1][0])
             self.state["stopped_by_budget"] = True
             write_json_atomic(self.run_dir / "state.json", self.state)
             self.model.stop_training = True
@@ -179,6 +186,23 @@ def resolution_stages(config: TrainConfig) -> list[tuple[int, int]]:
     return stages + [(config.image_size, config.epochs)]
 
 
+def epoch_image_size(stages: list[tuple[int, int]], epoch: int) -> int:
+    """The training input side of (0-based) ``epoch`` in a :func:`resolution_stages` plan."""
+    for size, last_epoch in stages:
+        if epoch < last_epoch:
+            return size
+    return stages[-1][0]
+
+
+def predicted_epoch_seconds(epoch_seconds: list[float], stages: list[tuple[int, int]]) -> float:
+    """How long the epoch after ``epoch_seconds`` will take: the mean of the epochs so far, each scaled to the
+    next epoch's input size by the ratio of pixels (a convolution's work grows with the area; AgeNet's 128 px
+    epochs took 1.8-1.9x its 96 px ones)."""
+    size = epoch_image_size(stages, len(epoch_seconds))
+    return float(np.mean([seconds * (size / epoch_image_size(stages, epoch)) ** 2
+                          for epoch, seconds in enumerate(epoch_seconds)]))
+
+
 def _fit_splits(config: TrainConfig) -> list[str]:
     """The splits the network is fitted on: train, plus val for a refit (``train_on_val``)."""
     return ["train", "val"] if config.train_on_val else ["train"]
@@ -247,7 +271,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             low_resolution=config.augment_low_resolution, image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
-        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, config.epochs)]
+        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, stages)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
