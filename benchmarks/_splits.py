@@ -20,7 +20,11 @@ def split_arrays(card: dict, frame: pd.DataFrame, split: str) -> tuple[np.ndarra
 
 def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
     """``{split: {"filename", "age", "gender" (true), "pred_age", "p_female"[, "age_dist"]}}``, served as the card says."""
-    model, card = load_serving_model(model_path)
+    return predict_model_splits(*load_serving_model(model_path), splits)
+
+
+def predict_model_splits(model, card: dict, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`predict_splits` for a model already in memory, served as ``card`` says."""
     frame = load_utkface()
     result = {}
     for split in splits:

@@ -7,7 +7,12 @@ misses are a matter of run-to-run variance (averaging closes them) or of the rec
     UTKFACE_DIR=/path/to/UTKFace python benchmarks/ensemble_probe.py models/agenet.keras models/agenet_v9.keras
 
 Each model is served as its card says (input size, read-out, test-time views); the ensemble averages the
-predicted ages and the P(female) of the models.
+predicted ages and the P(female) of the models. ``--weight-average`` also serves one model whose weights are the
+mean of the models' weights (a "model soup"; one model's inference cost), served as the first model's card says.
+It only makes sense for models of one architecture that stayed in one basin, e.g. second stages started from
+the same model:
+
+    python benchmarks/ensemble_probe.py --weight-average models/agenet.keras runs/agenet_v13_ft/agenet_v13_ft.keras
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from _splits import predict_splits  # noqa: E402
+from _splits import predict_model_splits, predict_splits  # noqa: E402
 
 from agegender.config import AGE_BANDS  # noqa: E402
 from agegender.evaluate import evaluate_predictions  # noqa: E402
+from agegender.modelio import load_model  # noqa: E402
 
 
 def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female: np.ndarray) -> str:
@@ -32,13 +38,29 @@ def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female:
     return f"MAE {metrics['age_mae']:.2f}  bands {per_band}  gender {100 * metrics['gender_accuracy']:.2f} %"
 
 
+def weight_average(paths: list[str]) -> tuple:
+    """The first model with every weight (batch-norm statistics included) replaced by the mean over the models,
+    and its card."""
+    loaded = [load_model(path) for path in paths]
+    weights = [model.get_weights() for model, _ in loaded]
+    for path, own in zip(paths[1:], weights[1:]):
+        if [w.shape for w in own] != [w.shape for w in weights[0]]:
+            raise SystemExit(f"{path}: its weights do not match {paths[0]}'s architecture; cannot average them")
+    model, card = loaded[0]
+    model.set_weights([np.mean(same, axis=0) for same in zip(*weights)])
+    return model, card
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+", help="model files (.keras with their .json card beside them)")
+    parser.add_argument("--weight-average", action="store_true",
+                        help="also the model whose weights are the mean of the models' weights")
     args = parser.parse_args()
     if len(args.models) < 2:
         parser.error("give at least two models to average")
     preds = [predict_splits(path) for path in args.models]
+    soup = predict_model_splits(*weight_average(args.models)) if args.weight_average else None
     print(f"bands: {' / '.join(label for label, _, _ in AGE_BANDS)}")
     for split in ("val", "test"):
         truth = preds[0][split]
@@ -50,6 +72,9 @@ def main() -> None:
         mean_female = np.mean([p[split]["p_female"] for p in preds], axis=0)
         print(f"{split:4} {'mean of the ' + str(len(preds)) + ' models':40} "
               f"{summary(truth['age'], truth['gender'], mean_age, mean_female)}")
+        if soup:
+            print(f"{split:4} {'mean of their weights':40} "
+                  f"{summary(truth['age'], truth['gender'], soup[split]['pred_age'], soup[split]['p_female'])}")
 
 
 if __name__ == "__main__":

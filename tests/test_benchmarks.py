@@ -31,6 +31,27 @@ def test_ensemble_probe_needs_two_models(monkeypatch, capsys):
     assert "at least two models" in capsys.readouterr().err
 
 
+def test_weight_average_is_the_mean_of_every_weight_and_refuses_other_architectures(tmp_path):
+    import keras
+
+    from agegender.modelio import load_model, save_model_atomic
+    from agegender.models import build_model
+
+    paths = []
+    for seed, widths in ((1, [8]), (2, [8]), (3, [16])):
+        keras.utils.set_random_seed(seed)
+        paths.append(str(save_model_atomic(build_model("small_resnet", 32, 3, widths=widths),
+                                           tmp_path / f"m{seed}.keras", {"name": f"m{seed}"})))
+    soup, card = ensemble_probe.weight_average(paths[:2])
+    first, second = (load_model(path)[0].get_weights() for path in paths[:2])
+    assert card["name"] == "m1"
+    assert any(not np.allclose(a, b) for a, b in zip(first, second))
+    for got, a, b in zip(soup.get_weights(), first, second):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6)
+    with pytest.raises(SystemExit, match="do not match"):
+        ensemble_probe.weight_average([paths[0], paths[2]])
+
+
 def _card(name: str, age_mae: float, **config) -> dict:
     metrics = {"age_mae": age_mae, "gender_accuracy": 0.95,
                "by_age_band": [{"age_mae": age_mae}] * 5,
