@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -30,6 +31,9 @@ from agegender.config import AGE_BANDS  # noqa: E402
 from agegender.evaluate import evaluate_predictions  # noqa: E402
 from agegender.modelio import load_model  # noqa: E402
 
+if TYPE_CHECKING:
+    import keras
+
 
 def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female: np.ndarray) -> str:
     """Overall MAE, MAE per age band and gender accuracy (as :func:`evaluate_predictions` computes them), on one line."""
@@ -38,7 +42,7 @@ def summary(age: np.ndarray, gender: np.ndarray, pred_age: np.ndarray, p_female:
     return f"MAE {metrics['age_mae']:.2f}  bands {per_band}  gender {100 * metrics['gender_accuracy']:.2f} %"
 
 
-def weight_average(paths: list[str]) -> tuple:
+def weight_average(paths: list[str]) -> tuple["keras.Model", dict]:
     """The first model with every weight (batch-norm statistics included) replaced by the mean over the models,
     and its card."""
     loaded = [load_model(path) for path in paths]
