@@ -84,7 +84,7 @@ class TrainConfig:
     augment_low_resolution: float = 0.0  # with augment: probability of a blurred, low-resolution copy per image
     seed: int = 42
     early_stopping_patience: int = 0  # 0 disables early stopping
-    max_train_minutes: float = 0.0  # 0 = no budget; else skip the epochs forecast to end past it
+    max_train_minutes: float = 0.0  # 0 = no budget; else stop before an epoch forecast to end past it
     limit: int = 0  # use only the first N images of each split (0 = all); for smoke tests
     age_loss_weight: float = 1.0
     gender_loss_weight: float = 1.0

@@ -91,7 +91,6 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, state: dict, budget_seconds: float, stages: list[tuple[int, int]]):
         super().__init__()
         self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
-        self.planned = stages[-1][1]
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -106,7 +105,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
-        if epoch + 1 >= self.planned or not self.budget:  # the last epoch has no next one to skip
+        if epoch + 1 >= self.stages[-1][1] or not self.budget:  # the last epoch has no next one to skip
             return
         next_seconds = predicted_epoch_seconds(self.state["epoch_seconds"], self.stages)
         if self.state["elapsed_seconds"] + next_seconds > self.budget:
