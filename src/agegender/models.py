@@ -15,6 +15,7 @@ from typing import Callable
 import keras
 from keras import layers
 
+from .backbones.batch_norm import BatchNormalization
 from .config import MAX_AGE
 
 AGE_BINS = MAX_AGE + 1
@@ -93,13 +94,13 @@ def build_seed_cnn(input_shape: tuple[int, int, int] = (128, 128, 1), dropout: f
 def _residual_block(x, filters: int, stride: int, name: str):
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = BatchNormalization(name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = BatchNormalization(name=f"{name}_bn2")(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(shortcut)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = BatchNormalization(name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -122,7 +123,7 @@ def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate(widths):
         x = _residual_block(x, filters, 1 if stage == 0 else 2, name=f"stage{stage + 1}")

@@ -36,6 +36,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from agegender.backbones.batch_norm import BatchNormalization
+
 __all__ = [
     "BLOCKS_ARGS",
     "MEAN_RGB",
@@ -136,8 +138,8 @@ def block_names(variant: str = "lite0") -> list[str]:
     return names
 
 
-def _bn(name: str) -> layers.BatchNormalization:
-    return layers.BatchNormalization(axis=-1, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+def _bn(name: str) -> BatchNormalization:
+    return BatchNormalization(axis=-1, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def _relu6(name: str) -> layers.ReLU:
