@@ -3,7 +3,7 @@
 Freezing the high-resolution early blocks removes most of the backward pass, which is what makes
 fine-tuning fit a 2-core CPU; this measures how much. Random pixels: speed does not depend on content.
 
-    python benchmarks/finetune_throughput.py [--steps 4]
+    python benchmarks/finetune_throughput.py [--steps 4] [--keras-batch-norm]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-from _timing import train_images_per_second  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import train_images_per_second, use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.models import build_agenet  # noqa: E402
@@ -39,11 +39,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--dtype-policy", default="float32",
                         help="Keras dtype policy, e.g. mixed_bfloat16 (AMX/AVX-512 BF16 CPUs)")
+    parser.add_argument("--keras-batch-norm", action="store_true",
+                        help="build the backbone with Keras's unfused BatchNormalization (the speed before 2026-12-01)")
     args = parser.parse_args()
     import keras
 
     keras.mixed_precision.set_global_policy(args.dtype_policy)
-    print(f"dtype policy {args.dtype_policy}")
+    if args.keras_batch_norm:
+        use_keras_batch_norm()
+    print(f"dtype policy {args.dtype_policy}, {'Keras' if args.keras_batch_norm else 'fused'} batch normalization")
     print(f"AgeNet training throughput, batch 64, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     print(f"{'input':>6} {'trainable from':>15} {'images/s':>9} {'min/epoch (17,075)':>19}")
     for size, start in SETTINGS:

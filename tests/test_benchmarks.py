@@ -13,6 +13,8 @@ import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
+import train_step_profile  # noqa: E402
+from _timing import use_keras_batch_norm  # noqa: E402
 
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
@@ -107,3 +109,31 @@ def test_resolution_robustness_degrades_every_face_by_the_fraction_asked():
         return np.abs(np.diff(np.asarray(x, dtype=float), axis=2)).mean(axis=(1, 2, 3))
 
     assert (detail(quarter) < detail(half)).all() and (detail(half) < detail(images)).all()
+
+
+def test_op_milliseconds_sums_op_events_by_type():
+    xplane_pb2 = pytest.importorskip("tensorflow.tsl.profiler.protobuf.xplane_pb2")
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    for key, name in ((1, "model/conv/Conv2D:_MklNativeConv2D"), (2, "model/bn/Mul:Mul"), (3, "Run"),
+                      (4, "ExecutorState::Process"), (5, "EagerLocalExecute: __inference_step_1")):
+        plane.event_metadata[key].name = name
+    for line_name, events in (("tf_Compute/1", [(1, 3e9), (2, 1e9), (4, 9e9)]), ("tf_Compute/2", [(1, 2e9), (3, 9e9)]),
+                              ("python", [(5, 9e9)])):
+        line = plane.lines.add(name=line_name)
+        for key, picoseconds in events:
+            line.events.add(metadata_id=key, duration_ps=int(picoseconds))
+    totals = train_step_profile.op_milliseconds(space.SerializeToString())
+    assert totals == {"_MklNativeConv2D": 5.0, "Mul": 1.0}  # ms, over both threads; the executor's events are not ops
+
+
+def test_keras_batch_norm_switch_builds_the_backbone_without_the_fused_layer(monkeypatch):
+    keras = pytest.importorskip("keras")
+    from agegender.backbones import efficientnet_lite
+    from agegender.backbones.batch_norm import BatchNormalization
+
+    monkeypatch.setattr(efficientnet_lite, "BatchNormalization", efficientnet_lite.BatchNormalization)  # restored after
+    use_keras_batch_norm()
+    backbone = efficientnet_lite.build_efficientnet_lite0((32, 32, 3), weights=None)
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(isinstance(layer, BatchNormalization) for layer in norms)
