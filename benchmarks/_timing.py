@@ -1,8 +1,31 @@
-"""Shared by the throughput benchmarks: images/s of ``train_on_batch`` after a warm-up; the batch-norm switch."""
+"""Shared by the throughput benchmarks: a compiled AgeNet with a random batch, images/s of ``train_on_batch``
+after a warm-up, the batch-norm switch."""
 
 from __future__ import annotations
 
 import time
+
+
+def agenet_with_random_batch(size: int, batch: int = 64, **model_kwargs):
+    """A compiled AgeNet for ``size`` px and one batch of random faces and targets: ``(model, x, y)``.
+
+    Speed does not depend on the pixels, so the benchmarks need no data.
+    """
+    import numpy as np
+
+    from agegender.config import TrainConfig
+    from agegender.models import build_agenet
+    from agegender.pipeline import soft_age_labels
+    from agegender.train import compile_model
+
+    model = build_agenet((size, size, 3), **model_kwargs)
+    compile_model(model, TrainConfig(optimizer="adamw"), 100)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    ages = rng.integers(1, 80, (batch, 1)).astype("float32")
+    y = {"gender_out": rng.integers(0, 2, (batch, 1)).astype("float32"), "age_out": ages,
+         "age_dist": soft_age_labels(ages).numpy()}
+    return model, x, y
 
 
 def train_images_per_second(model, x, y, steps: int, warmup: int = 2) -> float:

@@ -12,25 +12,14 @@ import argparse
 import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from _timing import train_images_per_second, use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import agenet_with_random_batch, train_images_per_second, use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
-from agegender.config import TrainConfig  # noqa: E402
-from agegender.models import build_agenet  # noqa: E402
-from agegender.pipeline import soft_age_labels  # noqa: E402
-from agegender.train import compile_model  # noqa: E402
 
 SETTINGS = ((96, None), (112, None), (112, "block2"), (112, "block3"), (112, "block4"), (128, None), (128, "block2"))
 
 
 def images_per_second(size: int, trainable_from: str | None, steps: int, batch: int = 64) -> float:
-    model = build_agenet((size, size, 3), trainable_from=trainable_from)
-    compile_model(model, TrainConfig(optimizer="adamw"), 100)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    ages = rng.integers(1, 80, (batch, 1)).astype("float32")
-    y = {"gender_out": rng.integers(0, 2, (batch, 1)).astype("float32"), "age_out": ages,
-         "age_dist": soft_age_labels(ages).numpy()}
+    model, x, y = agenet_with_random_batch(size, batch, trainable_from=trainable_from)
     return train_images_per_second(model, x, y, steps, warmup=2)
 
 

@@ -19,13 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-from _timing import use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-
-from agegender.config import TrainConfig  # noqa: E402
-from agegender.models import build_agenet  # noqa: E402
-from agegender.pipeline import soft_age_labels  # noqa: E402
-from agegender.train import compile_model  # noqa: E402
+from _timing import agenet_with_random_batch, use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def op_milliseconds(xspace_bytes: bytes) -> collections.Counter:
@@ -50,13 +44,7 @@ def op_milliseconds(xspace_bytes: bytes) -> collections.Counter:
 def profile_train_step(size: int, steps: int, batch: int = 64) -> collections.Counter:
     import tensorflow as tf
 
-    model = build_agenet((size, size, 3), backbone_weights=None)
-    compile_model(model, TrainConfig(optimizer="adamw"), 100)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    ages = rng.integers(1, 80, (batch, 1)).astype("float32")
-    y = {"gender_out": rng.integers(0, 2, (batch, 1)).astype("float32"), "age_out": ages,
-         "age_dist": soft_age_labels(ages).numpy()}
+    model, x, y = agenet_with_random_batch(size, batch, backbone_weights=None)
     for _ in range(2):  # tracing and warm-up stay out of the profile
         model.train_on_batch(x, y)
     with tempfile.TemporaryDirectory() as logdir:
