@@ -1,5 +1,5 @@
 """Shared by the throughput benchmarks: a compiled AgeNet with a random batch, images/s of ``train_on_batch``
-after a warm-up, the batch-norm switch."""
+after a warm-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 def agenet_with_random_batch(size: int, batch: int = 64, **model_kwargs):
     """A compiled AgeNet for ``size`` px and one batch of random faces and targets: ``(model, x, y)``.
 
-    Speed does not depend on the pixels, so the benchmarks need no data.
+    Speed does not depend on the pixels, so the benchmarks need no data. ``model_kwargs`` go to
+    :func:`~agegender.models.build_agenet` (e.g. ``fused_batch_norm=False`` for Keras's own layer).
     """
     import numpy as np
 
@@ -36,11 +37,3 @@ def train_images_per_second(model, x, y, steps: int, warmup: int = 2) -> float:
         model.train_on_batch(x, y)
     return steps * len(x) / (time.perf_counter() - start)
 
-
-def use_keras_batch_norm() -> None:
-    """Make the backbone builder use Keras's unfused layer (for before/after measurements only)."""
-    import keras
-
-    from agegender.backbones import efficientnet_lite
-
-    efficientnet_lite.BatchNormalization = keras.layers.BatchNormalization

