@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pandas as pd
 
-from agegender.config import SAMPLE_DIR, resolve_data_dir
 from agegender.data import load_utkface
 from agegender.evaluate import predict_arrays, tta_settings
 from agegender.modelio import input_resize, load_serving_model
@@ -28,12 +25,7 @@ def predict_splits(model_path: str, splits: tuple[str, ...] = ("val", "test")) -
 
 def predict_model_splits(model, card: dict, splits: tuple[str, ...] = ("val", "test")) -> dict[str, dict[str, np.ndarray]]:
     """:func:`predict_splits` for a model already in memory, served as ``card`` says."""
-    data_dir = resolve_data_dir()
-    frame = load_utkface(data_dir)
-    # On stderr, so that recorded outputs stay the same; the sample gives figures of a few dozen faces per split.
-    print(f"data: {data_dir} ({len(frame)} images"
-          f"{'; the bundled sample: set UTKFACE_DIR for the full dataset' if data_dir == SAMPLE_DIR else ''})",
-          file=sys.stderr)
+    frame = load_utkface()
     result = {}
     for split in splits:
         images, rows = split_arrays(card, frame, split)

@@ -225,3 +225,18 @@ def test_full_data_counts():
     assert sum(counts.values()) == 21_338
     for split, fraction in {"train": 0.8, "val": 0.1, "test": 0.1}.items():
         assert abs(counts[split] / len(frame) - fraction) < 0.01
+
+
+def test_implicit_fallback_to_the_bundled_sample_is_announced(monkeypatch, tmp_path, caplog):
+    from agegender import config
+
+    monkeypatch.delenv("UTKFACE_DIR", raising=False)
+    monkeypatch.setattr(config, "DATA_DIR", tmp_path)  # no data/UTKFace/ there
+    with caplog.at_level("WARNING", logger="agegender.data"):
+        implicit = load_utkface()
+    assert "reading the bundled sample" in caplog.text and "UTKFACE_DIR" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="agegender.data"):
+        explicit = load_utkface(config.SAMPLE_DIR)
+    assert caplog.text == ""  # asked for by name: nothing to announce
+    assert len(implicit) == len(explicit) > 0

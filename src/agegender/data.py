@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import MAX_AGE, resolve_data_dir
+from .config import MAX_AGE, SAMPLE_DIR, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,13 @@ def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport 
     Columns: ``path, filename, age, gender (0 male, 1 female), race (nullable Int64), split``.
     Names that don't parse, non-image files and empty files are skipped and
     reported (logged, and collected in ``report`` when one is passed), never raised.
-    Images whose content turns out corrupt are dropped later, when decoded.
+    Images whose content turns out corrupt are dropped later, when decoded. Without ``folder``, ``$UTKFACE_DIR``
+    or ``data/UTKFace/`` this reads the bundled sample, and says so: its figures are for trying the workflow.
     """
     root = resolve_data_dir(folder)
+    if folder is None and root == SAMPLE_DIR:
+        log.warning("reading the bundled sample %s (a few hundred crops, for trying the workflow; its metrics are "
+                    "not results): set UTKFACE_DIR or put the dataset in data/UTKFace/", root)
     if not root.is_dir():
         raise FileNotFoundError(
             f"UTKFace folder {root} does not exist. Download the Kaggle dataset "
