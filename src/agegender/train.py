@@ -141,7 +141,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         """Shorten the learning-rate decay to the epochs the budget still has room for, if fewer than planned."""
         schedule = _budgeted_schedule(self.model.optimizer)
         last = self.state.get("schedule_end_epoch", self.stages[-1][1])
-        if not (self.shorten_schedule and self.budget and schedule and self.steps_per_epoch) or epoch + 1 >= last:
+        if (not (self.shorten_schedule and self.budget and self.steps_per_epoch) or schedule is None
+                or epoch + 1 >= last):
             return
         fit = epochs_that_fit(self.state["epoch_seconds"], self.stages, self.budget - self.state["elapsed_seconds"])
         if fit == 0 or epoch + 1 + fit >= last:
