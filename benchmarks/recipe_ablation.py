@@ -13,7 +13,8 @@ from pathlib import Path
 
 from agegender.config import TrainConfig
 
-IGNORED = {"name", "max_train_minutes", "limit"}
+# how a run was bounded, not what it learned from (a card records `stopped_by_budget` and any `schedule_end_epoch`)
+IGNORED = {"name", "max_train_minutes", "limit", "budget_shortens_schedule"}
 
 
 def _figures(metrics: dict) -> str:

@@ -398,6 +398,83 @@ def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, 
     assert card["training"]["stopped_by_budget"] is stopped
 
 
+class _SlowClock:
+    """A stand-in for the callback's clock under which every epoch takes ``seconds_per_epoch``."""
+
+    def __init__(self, seconds_per_epoch: float):
+        self.now, self.step = 0.0, seconds_per_epoch  # read at each epoch's start and end: they differ by a step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def _rate_at_checkpoint(run_dir) -> tuple[float, int]:
+    """The learning rate the checkpointed optimizer would use next, and its step count."""
+    optimizer = keras.saving.load_model(run_dir / "checkpoint.keras").optimizer
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate)), int(optimizer.iterations.numpy())
+
+
+BUDGET_CONFIG = {**RESUME_CONFIG, "name": "slow", "epochs": 4, "schedule": "cosine",
+                 "max_train_minutes": 100 / 60}  # 30 s epochs: 3 fit in 100 s, 4 do not
+
+
+@pytest.mark.parametrize("shorten", [True, False])
+def test_budget_shortens_the_schedule_of_a_run_that_would_overrun(tiny_folder, tmp_path, monkeypatch, shorten):
+    """Both runs stop after 3 of 4 epochs; the one whose schedule was shortened ends at the rate's floor,
+    the other with the rate still above a tenth of its peak."""
+    monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0))
+    config = TrainConfig(**{**BUDGET_CONFIG, "budget_shortens_schedule": shorten})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    training = card["training"]
+    assert training["epochs_completed"] == 3 and training["stopped_by_budget"]
+    rate, steps = _rate_at_checkpoint(tmp_path / "runs" / "slow")
+    assert steps == 3 * 2  # 32 images / batch 16
+    floor = 0.01 * config.learning_rate  # the cosine's alpha
+    if shorten:
+        assert training["schedule_end_epoch"] == 3
+        assert rate == pytest.approx(floor)
+    else:
+        assert "schedule_end_epoch" not in training
+        assert rate > 10 * floor
+
+
+def test_run_that_fits_its_budget_keeps_its_schedule(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0))
+    config = TrainConfig(**{**BUDGET_CONFIG, "max_train_minutes": 121 / 60})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["training"]["epochs_completed"] == 4 and not card["training"]["stopped_by_budget"]
+    assert "schedule_end_epoch" not in card["training"]
+
+
+def test_shortened_schedule_is_kept_when_the_run_resumes(tiny_folder, tmp_path, monkeypatch):
+    """Interrupted after the shortening, the resumed run goes on with the shortened schedule from its checkpoint
+    and stops where it ends, as the uninterrupted run does."""
+    monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0))
+    config, run_dir = TrainConfig(**BUDGET_CONFIG), tmp_path / "runs" / "slow"
+    with monkeypatch.context() as mp:
+        _interrupt_after_first_epoch(mp)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                               verbose=0)
+    assert _state(run_dir)["schedule_end_epoch"] == 3
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["training"]["epochs_completed"] == 3 and card["training"]["schedule_end_epoch"] == 3
+    assert _rate_at_checkpoint(run_dir)[0] == pytest.approx(0.01 * config.learning_rate)
+
+
+def test_epochs_that_fit_the_time_left():
+    assert train_module.epochs_that_fit([30.0], [(32, 4)], 70.0) == 2
+    assert train_module.epochs_that_fit([30.0], [(32, 4)], 29.0) == 0
+    assert train_module.epochs_that_fit([30.0], [(32, 4)], 1e6) == 3  # never more than planned
+    # at the larger size of the next stage an epoch takes (32 / 16) ** 2 = 4 times as long
+    assert train_module.epochs_that_fit([10.0], [(16, 1), (32, 3)], 80.0) == 2
+    assert train_module.epochs_that_fit([10.0], [(16, 1), (32, 3)], 79.0) == 1
+
+
 # -- progressive resizing -------------------------------------------------------------------------
 PROGRESSIVE_CONFIG = dict(model="small_resnet", name="progressive", image_size=32, color_mode="rgb", epochs=3,
                           batch_size=16, limit=32, seed=3, model_kwargs={"widths": [8]},

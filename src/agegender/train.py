@@ -31,6 +31,7 @@ from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
 from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
+from .schedules import BudgetedCosineDecay
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
                       gender_probabilities, load_descriptors, mixed_faces, resolve_teacher_path,
                       with_descriptor_head, without_training_heads)
@@ -43,7 +44,7 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Op
     if config.schedule == "cosine":
         total = max(1, config.epochs * steps_per_epoch)
         warmup = int(config.warmup_epochs * steps_per_epoch)
-        lr = keras.optimizers.schedules.CosineDecay(
+        lr = BudgetedCosineDecay(
             initial_learning_rate=config.learning_rate * (0.01 if warmup else 1.0), decay_steps=total - warmup,
             alpha=0.01, warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
     elif config.schedule != "constant":
@@ -85,27 +86,42 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     """Saves model + optimizer and the run state after every epoch; enforces the wall-clock budget.
 
     ``stages`` is the whole run's plan (:func:`resolution_stages`): with progressive resizing one ``fit`` covers
-    only a stage, and an epoch at a larger size takes longer than the ones before it.
+    only a stage, and an epoch at a larger size takes longer than the ones before it. With ``shorten_schedule``
+    (and a :class:`BudgetedCosineDecay` rate), a run forecast to overrun its budget ends its learning-rate decay
+    at the last epoch that fits and stops there (``state["schedule_end_epoch"]``), instead of stopping with the
+    rate still high.
     """
 
-    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, stages: list[tuple[int, int]]):
+    clock = staticmethod(time.perf_counter)  # seconds; tests replace it to simulate slow epochs
+
+    def __init__(self, run_dir: Path, state: dict, budget_seconds: float, stages: list[tuple[int, int]],
+                 steps_per_epoch: int = 0, shorten_schedule: bool = False):
         super().__init__()
         self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
+        self.steps_per_epoch, self.shorten_schedule = steps_per_epoch, shorten_schedule
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._epoch_start
+        seconds = self.clock() - self._epoch_start
         self.state["elapsed_seconds"] += seconds
         self.state["epoch_seconds"].append(seconds)
         self.state["epochs_done"] = epoch + 1
         self.state["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        self._fit_schedule_to_budget(epoch)  # before the checkpoint, which then holds the shortened schedule
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
-        if epoch + 1 >= self.stages[-1][1] or not self.budget:  # the last epoch has no next one to skip
+        last = self.state.get("schedule_end_epoch", self.stages[-1][1])
+        if epoch + 1 >= last:  # the last epoch has no next one to skip
+            if last < self.stages[-1][1]:
+                log.warning("stopping after epoch %d of %d: the learning-rate schedule, shortened to fit the "
+                            "%.0f-minute budget, has ended", epoch + 1, self.stages[-1][1], self.budget / 60)
+                self._stop()
+            return
+        if not self.budget:
             return
         next_seconds = predicted_epoch_seconds(self.state["epoch_seconds"], self.stages)
         if self.state["elapsed_seconds"] + next_seconds > self.budget:
@@ -114,9 +130,37 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             if epoch_image_size(self.stages, epoch) < self.stages[-1][0]:
                 log.warning("the model stops before any epoch at its full size (%d px): progressive_resizing "
                             "plans more small epochs than the budget leaves room for", self.stages[-1][0])
-            self.state["stopped_by_budget"] = True
-            write_json_atomic(self.run_dir / "state.json", self.state)
-            self.model.stop_training = True
+            self._stop()
+
+    def _stop(self) -> None:
+        self.state["stopped_by_budget"] = True
+        write_json_atomic(self.run_dir / "state.json", self.state)
+        self.model.stop_training = True
+
+    def _fit_schedule_to_budget(self, epoch: int) -> None:
+        """Shorten the learning-rate decay to the epochs the budget still has room for, if fewer than planned."""
+        schedule = _budgeted_schedule(self.model.optimizer)
+        last = self.state.get("schedule_end_epoch", self.stages[-1][1])
+        if (not (self.shorten_schedule and self.budget and self.steps_per_epoch) or schedule is None
+                or epoch + 1 >= last):
+            return
+        fit = epochs_that_fit(self.state["epoch_seconds"], self.stages, self.budget - self.state["elapsed_seconds"])
+        if fit == 0 or epoch + 1 + fit >= last:
+            return  # nothing fits (the budget stop below handles it), or the plan fits
+        new_last = epoch + 1 + fit
+        schedule.finish_by((epoch + 1) * self.steps_per_epoch, new_last * self.steps_per_epoch)
+        self.state["schedule_end_epoch"] = new_last
+        log.warning("after epoch %d, about %.0f s per epoch leave room for %d more in the %.0f-minute budget: the "
+                    "learning-rate schedule now ends with epoch %d instead of %d", epoch + 1,
+                    predicted_epoch_seconds(self.state["epoch_seconds"], self.stages), fit, self.budget / 60,
+                    new_last, last)
+
+
+def _budgeted_schedule(optimizer: keras.optimizers.Optimizer | None) -> BudgetedCosineDecay | None:
+    """The optimizer's shortenable schedule, if it has one (Keras keeps a schedule in ``_learning_rate`` and
+    has no public accessor for it; ``tests/test_schedules.py`` checks this still finds it)."""
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, BudgetedCosineDecay) else None
 
 
 def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple[dict, dict]:
@@ -193,13 +237,25 @@ def epoch_image_size(stages: list[tuple[int, int]], epoch: int) -> int:
     return stages[-1][0]
 
 
-def predicted_epoch_seconds(epoch_seconds: list[float], stages: list[tuple[int, int]]) -> float:
-    """How long the epoch after ``epoch_seconds`` will take: the mean of the epochs so far, each scaled to the
-    next epoch's input size by the ratio of pixels (a convolution's work grows with the area; AgeNet's 128 px
-    epochs took 1.8-1.9x its 96 px ones)."""
-    size = epoch_image_size(stages, len(epoch_seconds))
-    return float(np.mean([seconds * (size / epoch_image_size(stages, epoch)) ** 2
-                          for epoch, seconds in enumerate(epoch_seconds)]))
+def predicted_epoch_seconds(epoch_seconds: list[float], stages: list[tuple[int, int]],
+                            epoch: int | None = None) -> float:
+    """How long (0-based) ``epoch`` will take, by default the one after ``epoch_seconds``: the mean of the
+    epochs so far, each scaled to that epoch's input size by the ratio of pixels (a convolution's work grows
+    with the area; AgeNet's 128 px epochs took 1.8-1.9x its 96 px ones)."""
+    size = epoch_image_size(stages, len(epoch_seconds) if epoch is None else epoch)
+    return float(np.mean([seconds * (size / epoch_image_size(stages, done)) ** 2
+                          for done, seconds in enumerate(epoch_seconds)]))
+
+
+def epochs_that_fit(epoch_seconds: list[float], stages: list[tuple[int, int]], seconds_left: float) -> int:
+    """How many of the planned epochs after ``epoch_seconds`` fit in ``seconds_left``, at the forecast pace."""
+    count, total = 0, 0.0
+    for epoch in range(len(epoch_seconds), stages[-1][1]):
+        total += predicted_epoch_seconds(epoch_seconds, stages, epoch)
+        if total > seconds_left:
+            break
+        count += 1
+    return count
 
 
 def _fit_splits(config: TrainConfig) -> list[str]:
@@ -270,12 +326,14 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             low_resolution=config.augment_low_resolution, image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
-        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, stages)]
+        _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, stages, steps_per_epoch=steps,
+                         shorten_schedule=config.budget_shortens_schedule)]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
     for image_size, last_epoch in stages:  # validation always at the full size, so epochs compare
-        if state["epochs_done"] >= last_epoch or state.get("stopped_by_budget"):
+        if (state["epochs_done"] >= min(last_epoch, state.get("schedule_end_epoch", last_epoch))
+                or state.get("stopped_by_budget")):
             continue
         model.fit(dataset(x_train, train_rows, True, image_size), validation_data=dataset(x_val, val_rows, False),
                   epochs=last_epoch, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
@@ -453,6 +511,8 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
         "training": {
             "epochs_completed": state["epochs_done"], "epochs_planned": config.epochs,
             "stopped_by_budget": bool(state.get("stopped_by_budget")),
+            # the epoch with which the learning rate reached its floor, if the budget made it come early
+            **({"schedule_end_epoch": state["schedule_end_epoch"]} if "schedule_end_epoch" in state else {}),
             "wall_seconds": round(state["elapsed_seconds"], 1),
             "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
             "images_per_second": round(images_per_epoch / float(np.mean(seconds)), 1) if seconds else None,
