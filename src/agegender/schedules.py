@@ -38,10 +38,15 @@ class BudgetedCosineDecay(keras.optimizers.schedules.CosineDecay):
         self._anchor = keras.Variable([anchor_step, anchor_virtual_step, pace], dtype="float32", trainable=False,
                                       name="budgeted_cosine_anchor")
 
+    def _anchor_values(self) -> tuple[float, float, float]:
+        """``anchor_step, anchor_virtual_step, pace`` as Python floats."""
+        anchor_step, anchor_virtual, pace = (float(v) for v in ops.convert_to_numpy(self._anchor))
+        return anchor_step, anchor_virtual, pace
+
     @property
     def end_step(self) -> int:
         """The optimizer step at which the rate reaches its floor (``alpha`` times the peak)."""
-        anchor_step, anchor_virtual, pace = (float(v) for v in ops.convert_to_numpy(self._anchor))
+        anchor_step, anchor_virtual, pace = self._anchor_values()
         return int(round(anchor_step + (self._original_end - anchor_virtual) / pace))
 
     @property
@@ -73,6 +78,6 @@ class BudgetedCosineDecay(keras.optimizers.schedules.CosineDecay):
         self._anchor.assign([float(current_step), virtual_now, remaining / (end_step - current_step)])
 
     def get_config(self) -> dict[str, Any]:
-        anchor_step, anchor_virtual, pace = (float(v) for v in ops.convert_to_numpy(self._anchor))
+        anchor_step, anchor_virtual, pace = self._anchor_values()
         return {**super().get_config(), "anchor_step": anchor_step, "anchor_virtual_step": anchor_virtual,
                 "pace": pace}

@@ -114,7 +114,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
-        last = self.state.get("schedule_end_epoch", self.stages[-1][1])
+        last = run_end_epoch(self.state, self.stages)
         if epoch + 1 >= last:  # the last epoch has no next one to skip
             if last < self.stages[-1][1]:
                 log.warning("stopping after epoch %d of %d: the learning-rate schedule, shortened to fit the "
@@ -140,7 +140,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     def _fit_schedule_to_budget(self, epoch: int) -> None:
         """Shorten the learning-rate decay to the epochs the budget still has room for, if fewer than planned."""
         schedule = _budgeted_schedule(self.model.optimizer)
-        last = self.state.get("schedule_end_epoch", self.stages[-1][1])
+        last = run_end_epoch(self.state, self.stages)
         if (not (self.shorten_schedule and self.budget and self.steps_per_epoch) or schedule is None
                 or epoch + 1 >= last):
             return
@@ -247,6 +247,11 @@ def predicted_epoch_seconds(epoch_seconds: list[float], stages: list[tuple[int, 
                           for done, seconds in enumerate(epoch_seconds)]))
 
 
+def run_end_epoch(state: dict, stages: list[tuple[int, int]]) -> int:
+    """The epoch the run ends with: the plan's last, or the end of a schedule the budget shortened."""
+    return state.get("schedule_end_epoch", stages[-1][1])
+
+
 def epochs_that_fit(epoch_seconds: list[float], stages: list[tuple[int, int]], seconds_left: float) -> int:
     """How many of the planned epochs after ``epoch_seconds`` fit in ``seconds_left``, at the forecast pace."""
     count, total = 0, 0.0
@@ -332,8 +337,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
     for image_size, last_epoch in stages:  # validation always at the full size, so epochs compare
-        if (state["epochs_done"] >= min(last_epoch, state.get("schedule_end_epoch", last_epoch))
-                or state.get("stopped_by_budget")):
+        if state["epochs_done"] >= min(last_epoch, run_end_epoch(state, stages)) or state.get("stopped_by_budget"):
             continue
         model.fit(dataset(x_train, train_rows, True, image_size), validation_data=dataset(x_val, val_rows, False),
                   epochs=last_epoch, initial_epoch=state["epochs_done"], callbacks=callbacks, verbose=verbose,
