@@ -135,3 +135,43 @@ def test_dataset_at_a_smaller_size_averages_pixels_and_keeps_the_full_size_uncha
     np.testing.assert_allclose(small.numpy(), expected, rtol=1e-5)
     full = next(iter(make_dataset(images, np.ones(2), np.zeros(2), batch_size=2, training=False, image_size=16)))[0]
     np.testing.assert_array_equal(full.numpy(), images.astype(np.float32))
+
+
+def test_erase_rectangles_replaces_one_inner_rectangle_of_the_chosen_images():
+    from agegender.pipeline import ERASE_AREA_RANGE, erase_rectangles
+
+    images = np.full((300, 32, 32, 3), 100.0, "float32")
+    seed = np.array([7, 8], dtype="int32")
+    np.testing.assert_array_equal(erase_rectangles(images, seed, 0.0).numpy(), images)
+    every = erase_rectangles(images, seed, 1.0).numpy()
+    changed = (every != 100.0).any(axis=3)  # noise hits exactly 100.0 with probability ~0
+    assert changed.any(axis=(1, 2)).all()
+    for mask in changed[:50]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        assert box.all() and box.sum() == mask.sum()  # one solid rectangle, nothing outside it
+    share = changed.mean(axis=(1, 2))
+    low, high = ERASE_AREA_RANGE
+    assert share.min() > low / 2 and share.max() < high * 1.5  # rounding to whole pixels aside
+    assert 0 <= every.min() and every.max() <= 255
+    half = erase_rectangles(images, seed, 0.5).numpy()
+    assert 110 < (half != 100.0).any(axis=(1, 2, 3)).sum() < 190  # chosen per image
+    np.testing.assert_array_equal(erase_rectangles(images, seed, 0.5).numpy(), half)  # seeded
+
+
+def test_erasing_off_reproduces_the_earlier_augmentation():
+    from agegender.pipeline import augment_batch
+
+    images, seed = _textured_batch(), np.array([5, 6], dtype="int32")
+    plain = augment_batch(images, seed).numpy()
+    np.testing.assert_array_equal(plain, augment_batch(images, seed, 0.0, 0.0).numpy())
+    erased = augment_batch(images, seed, 0.0, 1.0).numpy()
+    differs = (erased != plain).any(axis=3)
+    # the other draws are untouched: outside the rectangle every pixel is as before
+    assert differs.any(axis=(1, 2)).all() and differs.mean() < 0.3
+
+
+def test_erase_probability_out_of_range_is_refused():
+    images = np.zeros((4, 8, 8, 3), "uint8")
+    with pytest.raises(ValueError, match="augment_erase is a probability"):
+        make_dataset(images, np.ones(4), np.zeros(4), batch_size=2, training=True, augment=True, erase=-0.1)

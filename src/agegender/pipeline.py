@@ -65,11 +65,46 @@ def degrade_resolution(images: tf.Tensor, seed: tf.Tensor, probability: float,
     return tf.where(chosen, degraded, images)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0) -> tf.Tensor:
-    """Flip, shift/zoom (one crop_and_resize), optionally low resolution, brightness and contrast (float 0..255).
+#: random erasing: the share of the image's area one erased rectangle covers, and its height/width ratio (log-uniform)
+ERASE_AREA_RANGE = (0.02, 0.25)
+ERASE_ASPECT_RANGE = (0.3, 3.3)
 
-    ``low_resolution`` is the probability of :func:`degrade_resolution` per image; at 0 the draws of the other
-    augmentations are exactly those of the recipes trained before it existed.
+
+def erase_rectangles(images: tf.Tensor, seed: tf.Tensor, probability: float,
+                     area: tuple[float, float] = ERASE_AREA_RANGE,
+                     aspect: tuple[float, float] = ERASE_ASPECT_RANGE) -> tf.Tensor:
+    """Each image, with ``probability``, gets one rectangle replaced by uniform noise (random erasing, Zhong et al. 2017).
+
+    A hand, a microphone or sunglasses hide part of many real faces; a model that has learnt to read age and
+    gender from what is left of a face should lean less on any one region. Size, shape and place are drawn
+    per image; the rectangle always lies inside the image.
+    """
+    batch, height, width = tf.shape(images)[0], tf.shape(images)[1], tf.shape(images)[2]
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    share = tf.random.stateless_uniform((batch,), seeds[0], *area)
+    ratio = tf.exp(tf.random.stateless_uniform((batch,), seeds[1], *np.log(aspect).tolist()))
+    pixels = share * tf.cast(height * width, tf.float32)
+    rows = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(pixels * ratio)), tf.int32), 1, height)
+    cols = tf.clip_by_value(tf.cast(tf.round(tf.sqrt(pixels / ratio)), tf.int32), 1, width)
+    top = tf.cast(tf.floor(tf.random.stateless_uniform((batch,), seeds[2]) * tf.cast(height - rows + 1, tf.float32)),
+                  tf.int32)
+    left = tf.cast(tf.floor(tf.random.stateless_uniform((batch,), seeds[3]) * tf.cast(width - cols + 1, tf.float32)),
+                   tf.int32)
+    y = tf.range(height)[None, :, None]
+    x = tf.range(width)[None, None, :]
+    inside = ((y >= top[:, None, None]) & (y < (top + rows)[:, None, None])
+              & (x >= left[:, None, None]) & (x < (left + cols)[:, None, None]))
+    chosen = tf.random.stateless_uniform((batch, 1, 1), seeds[4]) < probability
+    noise = tf.random.stateless_uniform(tf.shape(images), seeds[5], 0.0, 255.0, dtype=images.dtype)
+    return tf.where((inside & chosen)[..., None], noise, images)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0, erase: float = 0.0) -> tf.Tensor:
+    """Flip, shift/zoom (one crop_and_resize), optionally low resolution, brightness and contrast, optionally erasing.
+
+    Images are float 0..255. ``low_resolution`` is the probability of :func:`degrade_resolution` per image and
+    ``erase`` that of :func:`erase_rectangles`; at 0 the draws of the other augmentations are exactly those of the
+    recipes trained before the options existed (erasing draws from its own seed, folded out of ``seed``).
     """
     batch = tf.shape(images)[0]
     size = tf.shape(images)[1:3]
@@ -85,8 +120,10 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.
     brightness = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[3], -25.0, 25.0)
     contrast = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[4], 0.75, 1.25)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
-    images = (images - mean) * contrast + mean + brightness
-    return tf.clip_by_value(images, 0.0, 255.0)
+    images = tf.clip_by_value((images - mean) * contrast + mean + brightness, 0.0, 255.0)
+    if erase:
+        images = erase_rectangles(images, tf.random.experimental.stateless_fold_in(seed, 6), erase)
+    return images
 
 
 def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, batch_size: int,
@@ -94,14 +131,16 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
                  sample_weights: np.ndarray | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
-                 low_resolution: float = 0.0, image_size: int | None = None) -> tf.data.Dataset:
+                 low_resolution: float = 0.0, erase: float = 0.0,
+                 image_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable. ``image_size`` shrinks the
     images to that side (area averaging, before augmentation): the early epochs of progressive resizing.
     """
-    if not 0.0 <= low_resolution <= 1.0:
-        raise ValueError(f"augment_low_resolution is a probability between 0 and 1, not {low_resolution}")
+    for setting, probability in (("augment_low_resolution", low_resolution), ("augment_erase", erase)):
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"{setting} is a probability between 0 and 1, not {probability}")
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
                "age_out": ages.astype("float32").reshape(-1, 1),
                **{name: values.astype("float32") for name, values in (extra_targets or {}).items()}}
@@ -121,7 +160,7 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     if training and augment:
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution), *batch[1:]),
+            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution, erase), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if age_distribution:
         def add_soft_labels(x, y, *rest):

@@ -328,7 +328,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                                                                 config.age_balance_bin_years)
                                             if training and config.age_balance else None),
                             extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
-                            low_resolution=config.augment_low_resolution, image_size=image_size)
+                            low_resolution=config.augment_low_resolution, erase=config.augment_erase,
+                            image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, stages, steps_per_epoch=steps,
