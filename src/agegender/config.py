@@ -87,7 +87,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 disables early stopping
     max_train_minutes: float = 0.0  # 0 = no budget; else stop before an epoch forecast to end past it
     budget_shortens_schedule: bool = True  # cosine + budget: a run forecast to overrun ends its decay early
-    limit: int = 0  # use only the first N images of each split (0 = all); for smoke tests
+    limit: int = 0  # use only N images of each split, spread over all ages (data.spread_subset; 0 = all); smoke tests
     age_loss_weight: float = 1.0
     gender_loss_weight: float = 1.0
     gender_label_smoothing: float = 0.0

@@ -24,7 +24,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
-from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts
+from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
 from .evaluate import evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
@@ -171,7 +171,7 @@ def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple
     for split in SPLIT_FRACTIONS:
         part = frame[frame["split"] == split]
         if config.limit:
-            part = part.head(config.limit)
+            part = spread_subset(part, config.limit)
         if part.empty:
             raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty; need more images")
         images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode, resize=config.resize)
