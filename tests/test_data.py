@@ -239,7 +239,11 @@ def test_implicit_fallback_to_the_bundled_sample_is_announced(monkeypatch, tmp_p
     with caplog.at_level("WARNING", logger="agegender.data"):
         explicit = load_utkface(config.SAMPLE_DIR)
     assert caplog.text == ""  # asked for by name: nothing to announce
-    assert len(implicit) == len(explicit) > 0
+    monkeypatch.setenv("UTKFACE_DIR", str(config.SAMPLE_DIR))
+    with caplog.at_level("WARNING", logger="agegender.data"):
+        by_setting = load_utkface()
+    assert caplog.text == ""  # nor when the setting names it
+    assert len(implicit) == len(explicit) == len(by_setting) > 0
 
 
 def test_spread_subset_mixes_ages_keeps_order_and_nests():

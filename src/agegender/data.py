@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import MAX_AGE, SAMPLE_DIR, resolve_data_dir
+from .config import MAX_AGE, chosen_data_dir, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport 
     or ``data/UTKFace/`` this reads the bundled sample, and says so: its figures are for trying the workflow.
     """
     root = resolve_data_dir(folder)
-    if folder is None and root == SAMPLE_DIR:
+    if chosen_data_dir(folder) is None:
         log.warning("reading the bundled sample %s (a few hundred crops, for trying the workflow; its metrics are "
                     "not results): set UTKFACE_DIR or put the dataset in data/UTKFace/", root)
     if not root.is_dir():
