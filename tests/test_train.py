@@ -562,6 +562,7 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     for epoch in (1, 2):
         np.testing.assert_array_equal(spy.first_kernel[epoch], spy.end_kernel[epoch - 1])
     assert card["training"]["epochs_completed"] == 3 and not card["training"]["stopped_by_budget"]
+    assert _state(tmp_path / "runs" / "progressive")["tracing_epochs"] == [0, 1, 2]  # each stage traces anew
     model, _ = load_model(models_dir / "progressive.keras")
     assert model.input_shape == (None, 32, 32, 3)
     final_kernel = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)

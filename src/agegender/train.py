@@ -101,7 +101,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
         self.steps_per_epoch, self.shorten_schedule = steps_per_epoch, shorten_schedule
         self._epoch_start = 0.0
-        self._timed_an_epoch = False  # the first epoch this process times also traced the graph
+        self._timed_an_epoch = False
+
+    def on_train_begin(self, logs=None):
+        self._timed_an_epoch = False  # the first epoch of each fit() (each resizing stage, each resume) traces the graph
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.clock()
@@ -114,7 +117,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.state["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
         tracing = self.state.setdefault("tracing_epochs", [0])  # [0]: states written before the field existed
         if not self._timed_an_epoch and epoch not in tracing:
-            tracing.append(epoch)  # a resumed run traces its graph again
+            tracing.append(epoch)
         self._timed_an_epoch = True
         self._fit_schedule_to_budget(epoch)  # before the checkpoint, which then holds the shortened schedule
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
