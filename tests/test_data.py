@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from agegender.data import (Labels, SkipReport, UnparsableName, dataset_fingerprint, load_utkface, parse_filename,
-                            split_counts, split_of)
+                            split_counts, split_of, spread_subset)
 
 from conftest import BAD_FILES
 
@@ -239,4 +239,24 @@ def test_implicit_fallback_to_the_bundled_sample_is_announced(monkeypatch, tmp_p
     with caplog.at_level("WARNING", logger="agegender.data"):
         explicit = load_utkface(config.SAMPLE_DIR)
     assert caplog.text == ""  # asked for by name: nothing to announce
-    assert len(implicit) == len(explicit) > 0
+    monkeypatch.setenv("UTKFACE_DIR", str(config.SAMPLE_DIR))
+    with caplog.at_level("WARNING", logger="agegender.data"):
+        by_setting = load_utkface()
+    assert caplog.text == ""  # nor when the setting names it
+    assert len(implicit) == len(explicit) == len(by_setting) > 0
+
+
+def test_spread_subset_mixes_ages_keeps_order_and_nests():
+    # names sorted as load_utkface sorts them: by file name, so by age first
+    names = sorted(f"{age}_{i % 2}_{i % 5}_2017011{i:05d}.jpg.chip.jpg" for age in range(1, 91) for i in range(20))
+    rows = pd.DataFrame({"filename": names, "age": [int(n.split("_")[0]) for n in names]})
+    small, large = spread_subset(rows, 60), spread_subset(rows, 300)
+    assert len(small) == 60 and len(large) == 300
+    assert set(small.index) <= set(large.index)  # a smaller subset lies inside a larger one
+    assert list(large.index) == sorted(large.index)  # kept in the frame's order
+    assert large["age"].min() < 10 and large["age"].max() > 80  # not just the first (youngest) rows
+    assert abs(large["age"].mean() - rows["age"].mean()) < 5
+    assert spread_subset(rows, 300).equals(large)  # stable
+    assert spread_subset(rows, 10_000).equals(rows) and spread_subset(rows, 0).empty
+    with pytest.raises(ValueError, match="count of 0 or more"):
+        spread_subset(rows, -1)

@@ -152,13 +152,13 @@ class _Spy:
         monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
 
-def _interrupt_after_first_epoch(monkeypatch):
+def _interrupt_after_epoch(monkeypatch, number: int = 1):
     original = train_module._EpochCheckpoint.on_epoch_end
 
     def on_epoch_end(cb, epoch, logs=None):
         original(cb, epoch, logs)  # the checkpoint of this epoch is written
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated Ctrl-C after epoch 1")
+        if epoch + 1 == number:
+            raise KeyboardInterrupt(f"simulated Ctrl-C after epoch {number}")
 
     monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
@@ -175,7 +175,7 @@ def test_interrupted_run_resumes(tiny_folder, tmp_path, monkeypatch):
 
     # 1. a two-epoch run interrupted after its first epoch
     with monkeypatch.context() as mp:
-        _interrupt_after_first_epoch(mp)
+        _interrupt_after_epoch(mp)
         with pytest.raises(KeyboardInterrupt):
             train_module.train(config, tiny_folder, models_dir=models_dir, runs_dir=runs_dir, verbose=0)
     state = _state(run_dir)
@@ -399,13 +399,16 @@ def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, 
 
 
 class _SlowClock:
-    """A stand-in for the callback's clock under which every epoch takes ``seconds_per_epoch``."""
+    """A stand-in for the callback's clock under which every epoch takes ``seconds_per_epoch``, the first
+    ``first_epoch_seconds`` if given (a first epoch also traces the graph)."""
 
-    def __init__(self, seconds_per_epoch: float):
+    def __init__(self, seconds_per_epoch: float, first_epoch_seconds: float | None = None):
         self.now, self.step = 0.0, seconds_per_epoch  # read at each epoch's start and end: they differ by a step
+        self.first, self.calls = first_epoch_seconds, 0
 
     def __call__(self) -> float:
-        self.now += self.step
+        self.calls += 1
+        self.now += self.first if self.calls == 2 and self.first is not None else self.step
         return self.now
 
 
@@ -449,13 +452,26 @@ def test_run_that_fits_its_budget_keeps_its_schedule(tiny_folder, tmp_path, monk
     assert "schedule_end_epoch" not in card["training"]
 
 
+def test_slow_first_epoch_does_not_shorten_a_run_that_fits_at_its_steady_pace(tiny_folder, tmp_path, monkeypatch):
+    """A first epoch twice as slow (tracing) would forecast one more epoch only; the schedule is cut by the
+    pace of the epochs after it, at which all four fit (60 + 3 x 30 = 150 s of 155)."""
+    monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0, first_epoch_seconds=60.0))
+    config = TrainConfig(**{**BUDGET_CONFIG, "max_train_minutes": 155 / 60})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    assert card["training"]["epochs_completed"] == 4 and not card["training"]["stopped_by_budget"]
+    assert "schedule_end_epoch" not in card["training"]
+    assert _state(tmp_path / "runs" / "slow")["tracing_epochs"] == [0]
+
+
 def test_shortened_schedule_is_kept_when_the_run_resumes(tiny_folder, tmp_path, monkeypatch):
-    """Interrupted after the shortening, the resumed run goes on with the shortened schedule from its checkpoint
-    and stops where it ends, as the uninterrupted run does."""
+    """Interrupted after the shortening (after epoch 2, the first with a steady pace), the resumed run goes on
+    with the shortened schedule from its checkpoint and stops where it ends, as the uninterrupted run does;
+    its first epoch after the resume is counted as one that traced the graph."""
     monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0))
     config, run_dir = TrainConfig(**BUDGET_CONFIG), tmp_path / "runs" / "slow"
     with monkeypatch.context() as mp:
-        _interrupt_after_first_epoch(mp)
+        _interrupt_after_epoch(mp, 2)
         with pytest.raises(KeyboardInterrupt):
             train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                                verbose=0)
@@ -464,6 +480,7 @@ def test_shortened_schedule_is_kept_when_the_run_resumes(tiny_folder, tmp_path, 
                               verbose=0)
     assert card["training"]["epochs_completed"] == 3 and card["training"]["schedule_end_epoch"] == 3
     assert _rate_at_checkpoint(run_dir)[0] == pytest.approx(0.01 * config.learning_rate)
+    assert _state(run_dir)["tracing_epochs"] == [0, 2]
 
 
 def test_epochs_that_fit_the_time_left():
@@ -473,6 +490,16 @@ def test_epochs_that_fit_the_time_left():
     # at the larger size of the next stage an epoch takes (32 / 16) ** 2 = 4 times as long
     assert train_module.epochs_that_fit([10.0], [(16, 1), (32, 3)], 80.0) == 2
     assert train_module.epochs_that_fit([10.0], [(16, 1), (32, 3)], 79.0) == 1
+    # the first epoch's time (tracing included) is left out once a steady one exists
+    assert train_module.epochs_that_fit([60.0, 30.0], [(32, 5)], 90.0, tracing=[0]) == 3
+    assert train_module.epochs_that_fit([60.0, 30.0], [(32, 5)], 90.0) == 2
+
+
+def test_forecast_leaves_out_the_epochs_that_traced_the_graph():
+    assert train_module.steady_epochs([60.0, 30.0, 50.0, 32.0], tracing=[0, 2]) == [1, 3]
+    assert train_module.predicted_epoch_seconds([60.0, 30.0, 50.0, 32.0], [(32, 6)], tracing=[0, 2]) == 31.0
+    # with nothing else measured yet, the first epoch is all there is to go by
+    assert train_module.predicted_epoch_seconds([60.0], [(32, 6)], tracing=[0]) == 60.0
 
 
 # -- progressive resizing -------------------------------------------------------------------------
@@ -535,6 +562,7 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     for epoch in (1, 2):
         np.testing.assert_array_equal(spy.first_kernel[epoch], spy.end_kernel[epoch - 1])
     assert card["training"]["epochs_completed"] == 3 and not card["training"]["stopped_by_budget"]
+    assert _state(tmp_path / "runs" / "progressive")["tracing_epochs"] == [0, 1, 2]  # each stage traces anew
     model, _ = load_model(models_dir / "progressive.keras")
     assert model.input_shape == (None, 32, 32, 3)
     final_kernel = keras.ops.convert_to_numpy(model.get_layer("stem_conv").kernel)
@@ -546,7 +574,7 @@ def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(ti
     config = TrainConfig(**PROGRESSIVE_CONFIG)
     dirs = dict(models_dir=tmp_path / "models", runs_dir=tmp_path / "runs")
     with monkeypatch.context() as mp:
-        _interrupt_after_first_epoch(mp)
+        _interrupt_after_epoch(mp)
         with pytest.raises(KeyboardInterrupt):
             train_module.train(config, tiny_folder, verbose=0, **dirs)
     assert [c["image_size"] for c in calls if c["training"]] == [16]

@@ -38,12 +38,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AGEGENDER_CACHE", DATA_DIR / "cache"))
 
 
-def resolve_data_dir(folder: str | os.PathLike | None = None) -> Path:
-    """Where the UTKFace images are.
-
-    Order: the explicit argument, ``$UTKFACE_DIR``, ``data/UTKFace/``, then the
-    bundled sample ``data/sample/`` (a few hundred crops, enough to run everything).
-    """
+def chosen_data_dir(folder: str | os.PathLike | None = None) -> Path | None:
+    """The UTKFace folder the user chose: the explicit argument, ``$UTKFACE_DIR`` or a non-empty
+    ``data/UTKFace/``, in that order; None when there is none."""
     if folder:
         return Path(folder)
     env = os.environ.get("UTKFACE_DIR")
@@ -52,7 +49,13 @@ def resolve_data_dir(folder: str | os.PathLike | None = None) -> Path:
     local = DATA_DIR / "UTKFace"
     if local.is_dir() and any(local.iterdir()):
         return local
-    return SAMPLE_DIR
+    return None
+
+
+def resolve_data_dir(folder: str | os.PathLike | None = None) -> Path:
+    """Where the UTKFace images are: :func:`chosen_data_dir`, else the bundled sample ``data/sample/``
+    (a few hundred crops, enough to run everything)."""
+    return chosen_data_dir(folder) or SAMPLE_DIR
 
 
 def default_model_path() -> Path:
@@ -87,7 +90,7 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 disables early stopping
     max_train_minutes: float = 0.0  # 0 = no budget; else stop before an epoch forecast to end past it
     budget_shortens_schedule: bool = True  # cosine + budget: a run forecast to overrun ends its decay early
-    limit: int = 0  # use only the first N images of each split (0 = all); for smoke tests
+    limit: int = 0  # use only N images of each split, spread over all ages (data.spread_subset; 0 = all); smoke tests
     age_loss_weight: float = 1.0
     gender_loss_weight: float = 1.0
     gender_label_smoothing: float = 0.0

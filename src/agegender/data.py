@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .config import MAX_AGE, SAMPLE_DIR, resolve_data_dir
+from .config import MAX_AGE, chosen_data_dir, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,36 @@ def parse_filename(name: str) -> Labels:
     return Labels(age=age, gender=int(match["gender"]), race=None if race is None else int(race))
 
 
+def _hash_position(name: str) -> float:
+    """A stable, uniform number in [0, 1) from the file's base name alone."""
+    digest = hashlib.sha1(os.path.basename(name).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_of(name: str) -> str:
     """train/val/test (80/10/10) from a stable hash of the file's base name alone.
 
     A file's split never depends on which other files are present.
     """
-    digest = hashlib.sha1(os.path.basename(name).encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = _hash_position(name)
     if u < SPLIT_FRACTIONS["train"]:
         return "train"
     if u < SPLIT_FRACTIONS["train"] + SPLIT_FRACTIONS["val"]:
         return "val"
     return "test"
+
+
+def spread_subset(rows: pd.DataFrame, count: int) -> pd.DataFrame:
+    """``count`` of ``rows``: the files whose name hash comes first, kept in their original order.
+
+    The frame is sorted by file name, and UTKFace names begin with the age, so its first rows are all babies; the
+    hash order mixes ages, genders and races, and a smaller subset lies inside a larger one (``limit`` of a
+    training run).
+    """
+    if count < 0:
+        raise ValueError(f"a subset needs a count of 0 or more, not {count}")
+    order = np.argsort([_hash_position(name) for name in rows["filename"]], kind="stable")
+    return rows.iloc[np.sort(order[:count])]
 
 
 @dataclass
@@ -108,7 +127,7 @@ def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport 
     or ``data/UTKFace/`` this reads the bundled sample, and says so: its figures are for trying the workflow.
     """
     root = resolve_data_dir(folder)
-    if folder is None and root == SAMPLE_DIR:
+    if chosen_data_dir(folder) is None:
         log.warning("reading the bundled sample %s (a few hundred crops, for trying the workflow; its metrics are "
                     "not results): set UTKFACE_DIR or put the dataset in data/UTKFace/", root)
     if not root.is_dir():

@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
-from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts
+from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
 from .evaluate import evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
@@ -100,6 +101,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
         self.steps_per_epoch, self.shorten_schedule = steps_per_epoch, shorten_schedule
         self._epoch_start = 0.0
+        self._timed_an_epoch = False
+
+    def on_train_begin(self, logs=None):
+        self._timed_an_epoch = False  # the first epoch of each fit() (each resizing stage, each resume) traces the graph
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = self.clock()
@@ -110,6 +115,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self.state["epoch_seconds"].append(seconds)
         self.state["epochs_done"] = epoch + 1
         self.state["history"].append({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        tracing = self.state.setdefault("tracing_epochs", [0])  # [0]: states written before the field existed
+        if not self._timed_an_epoch and epoch not in tracing:
+            tracing.append(epoch)
+        self._timed_an_epoch = True
         self._fit_schedule_to_budget(epoch)  # before the checkpoint, which then holds the shortened schedule
         save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
         write_json_atomic(self.run_dir / "state.json", self.state)
@@ -123,7 +132,8 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             return
         if not self.budget:
             return
-        next_seconds = predicted_epoch_seconds(self.state["epoch_seconds"], self.stages)
+        next_seconds = predicted_epoch_seconds(self.state["epoch_seconds"], self.stages,
+                                               tracing=self.state["tracing_epochs"])
         if self.state["elapsed_seconds"] + next_seconds > self.budget:
             log.warning("stopping after epoch %d: the next epoch (about %.0f s) would exceed the %.0f-minute budget",
                         epoch + 1, next_seconds, self.budget / 60)
@@ -141,18 +151,19 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         """Shorten the learning-rate decay to the epochs the budget still has room for, if fewer than planned."""
         schedule = _budgeted_schedule(self.model.optimizer)
         last = run_end_epoch(self.state, self.stages)
+        seconds, tracing = self.state["epoch_seconds"], self.state["tracing_epochs"]
         if (not (self.shorten_schedule and self.budget and self.steps_per_epoch) or schedule is None
-                or epoch + 1 >= last):
-            return
-        fit = epochs_that_fit(self.state["epoch_seconds"], self.stages, self.budget - self.state["elapsed_seconds"])
+                or epoch + 1 >= last or not steady_epochs(seconds, tracing)):
+            return  # (a first epoch's time, tracing included, is no pace to cut a schedule by)
+        fit = epochs_that_fit(seconds, self.stages, self.budget - self.state["elapsed_seconds"], tracing)
         if fit == 0 or epoch + 1 + fit >= last:
-            return  # nothing fits (the budget stop below handles it), or the plan fits
+            return  # nothing fits (the budget stop handles it), or the plan fits
         new_last = epoch + 1 + fit
         schedule.finish_by((epoch + 1) * self.steps_per_epoch, new_last * self.steps_per_epoch)
         self.state["schedule_end_epoch"] = new_last
         log.warning("after epoch %d, about %.0f s per epoch leave room for %d more in the %.0f-minute budget: the "
                     "learning-rate schedule now ends with epoch %d instead of %d", epoch + 1,
-                    predicted_epoch_seconds(self.state["epoch_seconds"], self.stages), fit, self.budget / 60,
+                    predicted_epoch_seconds(seconds, self.stages, tracing=tracing), fit, self.budget / 60,
                     new_last, last)
 
 
@@ -171,7 +182,7 @@ def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple
     for split in SPLIT_FRACTIONS:
         part = frame[frame["split"] == split]
         if config.limit:
-            part = part.head(config.limit)
+            part = spread_subset(part, config.limit)
         if part.empty:
             raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty; need more images")
         images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode, resize=config.resize)
@@ -237,14 +248,22 @@ def epoch_image_size(stages: list[tuple[int, int]], epoch: int) -> int:
     return stages[-1][0]
 
 
+def steady_epochs(epoch_seconds: list[float], tracing: Collection[int] = ()) -> list[int]:
+    """The (0-based) epochs whose time says how fast the run goes: all but the ``tracing`` ones, the first of
+    each process, which also built and traced the training graph (AgeNet's first epoch takes ~540 s on this
+    host, the next ones ~380 s)."""
+    return [done for done in range(len(epoch_seconds)) if done not in tracing]
+
+
 def predicted_epoch_seconds(epoch_seconds: list[float], stages: list[tuple[int, int]],
-                            epoch: int | None = None) -> float:
+                            epoch: int | None = None, tracing: Collection[int] = ()) -> float:
     """How long (0-based) ``epoch`` will take, by default the one after ``epoch_seconds``: the mean of the
-    epochs so far, each scaled to that epoch's input size by the ratio of pixels (a convolution's work grows
-    with the area; AgeNet's 128 px epochs took 1.8-1.9x its 96 px ones)."""
+    :func:`steady_epochs` so far (of all, while there are none), each scaled to that epoch's input size by the
+    ratio of pixels (a convolution's work grows with the area; AgeNet's 128 px epochs took 1.8-1.9x its 96 px
+    ones)."""
     size = epoch_image_size(stages, len(epoch_seconds) if epoch is None else epoch)
-    return float(np.mean([seconds * (size / epoch_image_size(stages, done)) ** 2
-                          for done, seconds in enumerate(epoch_seconds)]))
+    timed = steady_epochs(epoch_seconds, tracing) or range(len(epoch_seconds))
+    return float(np.mean([epoch_seconds[done] * (size / epoch_image_size(stages, done)) ** 2 for done in timed]))
 
 
 def run_end_epoch(state: dict, stages: list[tuple[int, int]]) -> int:
@@ -252,11 +271,12 @@ def run_end_epoch(state: dict, stages: list[tuple[int, int]]) -> int:
     return state.get("schedule_end_epoch", stages[-1][1])
 
 
-def epochs_that_fit(epoch_seconds: list[float], stages: list[tuple[int, int]], seconds_left: float) -> int:
+def epochs_that_fit(epoch_seconds: list[float], stages: list[tuple[int, int]], seconds_left: float,
+                    tracing: Collection[int] = ()) -> int:
     """How many of the planned epochs after ``epoch_seconds`` fit in ``seconds_left``, at the forecast pace."""
     count, total = 0, 0.0
     for epoch in range(len(epoch_seconds), stages[-1][1]):
-        total += predicted_epoch_seconds(epoch_seconds, stages, epoch)
+        total += predicted_epoch_seconds(epoch_seconds, stages, epoch, tracing)
         if total > seconds_left:
             break
         count += 1
