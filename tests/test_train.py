@@ -376,15 +376,17 @@ def _record_datasets(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_low_resolution_augmentation_reaches_training_only(tiny_folder, tmp_path, monkeypatch):
-    """``augment_low_resolution`` is handed to the training batches; validation images stay as they are."""
+def test_low_resolution_and_erasing_reach_training_only(tiny_folder, tmp_path, monkeypatch):
+    """``augment_low_resolution`` and ``augment_erase`` are handed to the training batches; validation images stay
+    as they are."""
     calls = _record_datasets(monkeypatch)
     config = TrainConfig(**{**RESUME_CONFIG, "name": "lowres", "epochs": 1, "augment": True,
-                            "augment_low_resolution": 0.25})
+                            "augment_low_resolution": 0.25, "augment_erase": 0.5})
     card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                               verbose=0)
-    assert {c["training"]: c["low_resolution"] if c["augment"] else 0.0 for c in calls} == {True: 0.25, False: 0.0}
-    assert card["config"]["augment_low_resolution"] == 0.25
+    handed = {c["training"]: (c["low_resolution"], c["erase"]) if c["augment"] else (0.0, 0.0) for c in calls}
+    assert handed == {True: (0.25, 0.5), False: (0.0, 0.0)}
+    assert (card["config"]["augment_low_resolution"], card["config"]["augment_erase"]) == (0.25, 0.5)
 
 
 @pytest.mark.parametrize("epochs, completed, stopped", [(3, 1, True), (1, 1, False)])
