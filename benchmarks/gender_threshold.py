@@ -28,6 +28,7 @@ def main() -> None:
     predicted = predict_splits(args.model)
     preds = {split: (p["p_female"], p["gender"], p["age"]) for split, p in predicted.items()}
     pred_age = {split: p["pred_age"] for split, p in predicted.items()}
+    child_label, _, child_max = AGE_BANDS[0]
 
     def accuracy(split: str, threshold: float, mask: np.ndarray | None = None) -> float:
         p, y, _ = preds[split]
@@ -41,7 +42,6 @@ def main() -> None:
 
     thresholds = np.linspace(0.3, 0.7, 81)
     best = float(thresholds[int(np.argmax([accuracy("val", t) for t in thresholds]))])
-    child_label, _, child_max = AGE_BANDS[0]
     best_child = float(thresholds[int(np.argmax([accuracy_child_threshold("val", t) for t in thresholds]))])
     children = preds["test"][2] <= child_max
     print(f"model {args.model}")
