@@ -27,22 +27,22 @@ def main() -> None:
     args = parser.parse_args()
     predicted = predict_splits(args.model)
     preds = {split: (p["p_female"], p["gender"], p["age"]) for split, p in predicted.items()}
-    pred_age = {split: p["pred_age"] for split, p in predicted.items()}
     child_label, _, child_max = AGE_BANDS[0]
+    looks_child = {split: p["pred_age"] < child_max + 1 for split, p in predicted.items()}
 
-    def accuracy(split: str, threshold: float, mask: np.ndarray | None = None) -> float:
+    def accuracy(split: str, threshold: float | np.ndarray, mask: np.ndarray | None = None) -> float:
+        """Accuracy at ``threshold``: one for all faces, or one per face."""
         p, y, _ = preds[split]
         correct = (p >= threshold) == y
         return float(correct[mask].mean() if mask is not None else correct.mean())
 
-    def accuracy_child_threshold(split: str, threshold: float) -> float:
-        p, y, _ = preds[split]
-        looks_child = pred_age[split] < child_max + 1
-        return float((np.where(looks_child, p >= threshold, p >= 0.5) == y).mean())
+    def child_threshold(split: str, threshold: float) -> np.ndarray:
+        """``threshold`` for the faces read as children, 0.5 for the others."""
+        return np.where(looks_child[split], threshold, 0.5)
 
     thresholds = np.linspace(0.3, 0.7, 81)
     best = float(thresholds[int(np.argmax([accuracy("val", t) for t in thresholds]))])
-    best_child = float(thresholds[int(np.argmax([accuracy_child_threshold("val", t) for t in thresholds]))])
+    best_child = float(thresholds[int(np.argmax([accuracy("val", child_threshold("val", t)) for t in thresholds]))])
     children = preds["test"][2] <= child_max
     print(f"model {args.model}")
     print(f"val:  accuracy {100 * accuracy('val', 0.5):.2f} % at 0.5, best threshold {best:.3f} "
@@ -52,8 +52,8 @@ def main() -> None:
     print(f"test at 0.5: children {child_label} {100 * accuracy('test', 0.5, children):.1f} % (n={int(children.sum())}), "
           f"{child_max + 1}+ {100 * accuracy('test', 0.5, ~children):.1f} % (n={int((~children).sum())})")
     print(f"own threshold where the predicted age is {child_label}: {best_child:.3f} on val "
-          f"({100 * accuracy_child_threshold('val', best_child):.2f} %), test "
-          f"{100 * accuracy_child_threshold('test', best_child):.2f} %")
+          f"({100 * accuracy('val', child_threshold('val', best_child)):.2f} %), test "
+          f"{100 * accuracy('test', child_threshold('test', best_child)):.2f} %")
 
 
 if __name__ == "__main__":

@@ -250,8 +250,8 @@ def epoch_image_size(stages: list[tuple[int, int]], epoch: int) -> int:
 
 def steady_epochs(epoch_seconds: list[float], tracing: Collection[int] = ()) -> list[int]:
     """The (0-based) epochs whose time says how fast the run goes: all but the ``tracing`` ones, the first of
-    each ``fit()`` (the run's, a resume's, each resizing stage's), which also traced the training graph (AgeNet's first epoch takes ~540 s on this
-    host, the next ones ~380 s)."""
+    each ``fit()`` (the run's, a resume's, each resizing stage's), which also traced the training graph
+    (AgeNet's first epoch takes ~540 s on this host, the next ones ~380 s)."""
     return [done for done in range(len(epoch_seconds)) if done not in tracing]
 
 
