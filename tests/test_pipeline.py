@@ -175,3 +175,26 @@ def test_erase_probability_out_of_range_is_refused():
     images = np.zeros((4, 8, 8, 3), "uint8")
     with pytest.raises(ValueError, match="augment_erase is a probability"):
         make_dataset(images, np.ones(4), np.zeros(4), batch_size=2, training=True, augment=True, erase=-0.1)
+
+
+def test_per_target_weights_reach_their_own_loss_only():
+    """A dict of weights keyed by target: zero weights silence the gender loss and leave the age loss."""
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, {"gender_out": keras.layers.Dense(1, activation="sigmoid", name="gender_out")(flat),
+                                 "age_out": keras.layers.Dense(1, name="age_out")(flat)})
+    model.compile(loss={"gender_out": "binary_crossentropy", "age_out": "mae"})
+    images = np.random.default_rng(1).integers(0, 255, (8, 8, 8, 1), dtype=np.uint8)
+    ages, genders = np.arange(8) * 10, np.array([0, 1] * 4)
+    weights = {"gender_out": np.zeros(8), "age_out": np.ones(8)}
+    logs = model.evaluate(make_dataset(images, ages, genders, batch_size=8, training=True, sample_weights=weights),
+                          verbose=0, return_dict=True)
+    assert logs["gender_out_loss"] == 0.0 and logs["age_out_loss"] > 1.0
+
+
+def test_per_target_weights_must_name_every_target():
+    images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="age_dist"):
+        make_dataset(images, np.arange(4), np.zeros(4), batch_size=4, training=True, age_distribution=True,
+                     sample_weights={"gender_out": np.ones(4), "age_out": np.ones(4)})

@@ -389,6 +389,34 @@ def test_low_resolution_and_erasing_reach_training_only(tiny_folder, tmp_path, m
     assert (card["config"]["augment_low_resolution"], card["config"]["augment_erase"]) == (0.25, 0.5)
 
 
+def test_gender_loss_balances_by_a_power_of_its_own(tiny_folder, tmp_path, monkeypatch):
+    """``age_balance_gender``: the age losses keep ``age_balance``'s weights, the gender loss gets its own
+    (here none), and a run with per-output weights trains to the end."""
+    calls = _record_datasets(monkeypatch)
+    config = TrainConfig(**{**RESUME_CONFIG, "name": "balance", "epochs": 1, "age_balance": 1.0,
+                            "age_balance_gender": 0.0})
+    card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
+                              verbose=0)
+    weights = next(c["sample_weights"] for c in calls if c["training"])
+    assert set(weights) == {"gender_out", "age_out"}
+    assert np.allclose(weights["gender_out"], 1.0) and weights["age_out"].std() > 0.1
+    assert all(c["sample_weights"] is None for c in calls if not c["training"])
+    assert card["config"]["age_balance_gender"] == 0.0
+
+
+@pytest.mark.parametrize("gender_power, shared", [(None, True), (0.5, True), (1.0, False)])
+def test_training_sample_weights_share_one_array_unless_gender_differs(gender_power, shared):
+    ages = np.array([3] * 10 + [30] * 80 + [70] * 10)
+    config = TrainConfig(model="agenet", age_balance=0.5, age_balance_gender=gender_power)
+    weights = train_module.training_sample_weights(config, ages, ["age_dist", "age_out", "gender_out"])
+    if shared:  # the earlier recipes' single array, unchanged
+        assert isinstance(weights, np.ndarray) and weights[0] / weights[50] == pytest.approx(8 ** 0.5, rel=1e-5)
+    else:
+        assert np.array_equal(weights["age_dist"], weights["age_out"])
+        assert weights["gender_out"][0] / weights["gender_out"][50] == pytest.approx(8.0, rel=1e-5)
+    assert train_module.training_sample_weights(TrainConfig(model="agenet"), ages, ["gender_out"]) is None
+
+
 @pytest.mark.parametrize("epochs, completed, stopped", [(3, 1, True), (1, 1, False)])
 def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, epochs, completed, stopped):
     """A budget far below one epoch's time stops a run after its first epoch; a run that had no next epoch

@@ -100,6 +100,7 @@ class TrainConfig:
     age_mean_loss_weight: float = 0.1  # L1 on the distribution's expectation, relative to the KL term
     age_balance: float = 0.0  # weight each image by (share of its age band in train) ** -age_balance; 0 = off
     age_balance_bin_years: int = 0  # the groups of age_balance: 0 = the five report bands, N = N-year bins
+    age_balance_gender: float | None = None  # the power of age_balance's weights in the gender loss; None = age_balance
     tta_flip: bool = False  # average predictions with the mirrored image (recorded in the card)
     tta_zoom: list[float] = field(default_factory=list)  # more test-time views: centre zooms (0.92 = 8 % closer)
     age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)

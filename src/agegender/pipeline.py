@@ -129,11 +129,14 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.
 def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, batch_size: int,
                  training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False,
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
-                 sample_weights: np.ndarray | None = None,
+                 sample_weights: np.ndarray | dict[str, np.ndarray] | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
                  low_resolution: float = 0.0, erase: float = 0.0,
                  image_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
+
+    ``sample_weights`` is one weight per image for every loss, or a dict of them keyed by target name
+    (every target, ``age_dist`` included) when the heads weight the images differently.
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable. ``image_size`` shrinks the
     images to that side (area averaging, before augmentation): the early epochs of progressive resizing.
@@ -144,7 +147,15 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
                "age_out": ages.astype("float32").reshape(-1, 1),
                **{name: values.astype("float32") for name, values in (extra_targets or {}).items()}}
-    columns = (images, targets) if sample_weights is None else (images, targets, sample_weights.astype("float32"))
+    if isinstance(sample_weights, dict):
+        expected = set(targets) | ({"age_dist"} if age_distribution else set())
+        if set(sample_weights) != expected:
+            raise ValueError(f"per-target sample weights must name exactly the targets {sorted(expected)}, "
+                             f"not {sorted(sample_weights)}")
+        sample_weights = {name: weights.astype("float32") for name, weights in sample_weights.items()}
+    elif sample_weights is not None:
+        sample_weights = sample_weights.astype("float32")
+    columns = (images, targets) if sample_weights is None else (images, targets, sample_weights)
     ds = tf.data.Dataset.from_tensor_slices(columns)
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)

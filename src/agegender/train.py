@@ -40,6 +40,22 @@ from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, disti
 log = logging.getLogger(__name__)
 
 
+def training_sample_weights(config: TrainConfig, ages: np.ndarray,
+                            outputs: Collection[str]) -> np.ndarray | dict[str, np.ndarray] | None:
+    """The loss weights of ``age_balance``: one array for every head, or one per output when the gender
+    loss balances by a power of its own (``age_balance_gender``); None when nothing is weighted.
+
+    A shared power keeps the single array, so recipes without ``age_balance_gender`` train as before.
+    """
+    gender_power = config.age_balance if config.age_balance_gender is None else config.age_balance_gender
+    if gender_power == config.age_balance:
+        return age_balance_weights(ages, config.age_balance, config.age_balance_bin_years) if config.age_balance else None
+    age_weights = age_balance_weights(ages, config.age_balance, config.age_balance_bin_years)
+    weights = {name: age_weights for name in outputs}
+    weights["gender_out"] = age_balance_weights(ages, gender_power, config.age_balance_bin_years)
+    return weights
+
+
 def _optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     lr: Any = config.learning_rate
     if config.schedule == "cosine":
@@ -344,9 +360,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                             seed=config.seed + state["epochs_done"],
                             age_distribution=distribution, age_sigma=config.age_sigma,
                             age_sigma_per_year=config.age_sigma_per_year,
-                            sample_weights=(age_balance_weights(rows["age"].to_numpy(), config.age_balance,
-                                                                config.age_balance_bin_years)
-                                            if training and config.age_balance else None),
+                            sample_weights=(training_sample_weights(config, rows["age"].to_numpy(), model.output_names)
+                                            if training else None),
                             extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
                             low_resolution=config.augment_low_resolution, erase=config.augment_erase,
                             image_size=image_size)
