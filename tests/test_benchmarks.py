@@ -55,7 +55,7 @@ def test_weight_average_is_the_mean_of_every_weight_and_refuses_other_architectu
 
 def _card(name: str, age_mae: float, **config) -> dict:
     metrics = {"age_mae": age_mae, "gender_accuracy": 0.95,
-               "by_age_band": [{"age_mae": age_mae}] * 5,
+               "by_age_band": [{"group": band, "age_mae": age_mae} for band in ("0-12", "13-19", "20-39", "40-59", "60+")],
                "by_gender": [{"gender_accuracy": 0.95}, {"gender_accuracy": 0.94}]}
     return {"name": name, "config": {"model": "agenet", **config},
             "training": {"epochs_completed": 12, "seconds_per_epoch": 300.0, "wall_seconds": 3600.0},
@@ -124,3 +124,20 @@ def test_op_milliseconds_sums_op_events_by_type():
             line.events.add(metadata_id=key, duration_ps=int(picoseconds))
     totals = train_step_profile.op_milliseconds(space.SerializeToString())
     assert totals == {"_MklNativeConv2D": 5.0, "Mul": 1.0}  # ms, over both threads; the executor's events are not ops
+
+
+def test_recipe_table_against_a_baseline_gives_differences_and_misses_of_the_goal(tmp_path, capsys):
+    base, better = _card("base", 4.5), _card("better", 4.3)
+    better["metrics"]["test"] = {**better["metrics"]["test"], "gender_accuracy": 0.951}
+    better["metrics"]["val"] = {**better["metrics"]["val"], "gender_accuracy": 0.949}  # 95.0 % is the goal
+    paths = []
+    for card in (base, better):
+        path = tmp_path / f"{card['name']}.json"
+        path.write_text(json.dumps(card))
+        paths.append(str(path))
+    recipe_ablation.main(paths, baseline=paths[0])
+    out = capsys.readouterr().out
+    assert "| base | val | +0.00 | +0.00 | +0.00 |" in out
+    # 4.3 years in every band: above face-api.js's 1.79 and 4.16 for children and teenagers only
+    assert "| better | test | -0.20 | +0.10 | -0.20 | 0-12, 13-19 |" in out
+    assert "| better | val | -0.20 | -0.10 | -0.20 | gender, 0-12, 13-19 |" in out
