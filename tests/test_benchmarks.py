@@ -15,6 +15,8 @@ import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
 
+from agegender.reference import GOAL_BANDS  # noqa: E402
+
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
     age = np.array([5.0, 15.0, 30.0, 50.0, 70.0, 80.0])
@@ -55,7 +57,7 @@ def test_weight_average_is_the_mean_of_every_weight_and_refuses_other_architectu
 
 def _card(name: str, age_mae: float, **config) -> dict:
     metrics = {"age_mae": age_mae, "gender_accuracy": 0.95,
-               "by_age_band": [{"group": band, "age_mae": age_mae} for band in ("0-12", "13-19", "20-39", "40-59", "60+")],
+               "by_age_band": [{"group": band, "age_mae": age_mae} for band in GOAL_BANDS],
                "by_gender": [{"gender_accuracy": 0.95}, {"gender_accuracy": 0.94}]}
     return {"name": name, "config": {"model": "agenet", **config},
             "training": {"epochs_completed": 12, "seconds_per_epoch": 300.0, "wall_seconds": 3600.0},

@@ -49,7 +49,9 @@ def training_sample_weights(config: TrainConfig, ages: np.ndarray,
     """
     gender_power = config.age_balance if config.age_balance_gender is None else config.age_balance_gender
     if gender_power == config.age_balance:
-        return age_balance_weights(ages, config.age_balance, config.age_balance_bin_years) if config.age_balance else None
+        if not config.age_balance:
+            return None
+        return age_balance_weights(ages, config.age_balance, config.age_balance_bin_years)
     age_weights = age_balance_weights(ages, config.age_balance, config.age_balance_bin_years)
     weights = {name: age_weights for name in outputs}
     weights["gender_out"] = age_balance_weights(ages, gender_power, config.age_balance_bin_years)
