@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from agegender.config import TrainConfig
-from agegender.reference import goal_misses
+from agegender.reference import band_maes, goal_misses
 
 # how a run was bounded, not what it learned from (a card records `stopped_by_budget` and any `schedule_end_epoch`)
 IGNORED = {"name", "max_train_minutes", "limit", "budget_shortens_schedule"}
@@ -29,10 +29,6 @@ def _minutes(training: dict) -> float:
     return training.get("wall_seconds_all_stages", training["wall_seconds"]) / 60
 
 
-def _band_mae(metrics: dict, band: str) -> float:
-    return next(row["age_mae"] for row in metrics["by_age_band"] if row["group"] == band)
-
-
 def _against(card: dict, baseline: dict) -> list[str]:
     """One row per split: differences from the baseline's figures (negative age = better, positive gender =
     better), and what the run still misses of the goal."""
@@ -43,7 +39,7 @@ def _against(card: dict, baseline: dict) -> list[str]:
             continue  # a refit's val is not a held-out comparison
         cells = (f"{mine['age_mae'] - theirs['age_mae']:+.2f}",
                  f"{100 * (mine['gender_accuracy'] - theirs['gender_accuracy']):+.2f}",
-                 f"{_band_mae(mine, '60+') - _band_mae(theirs, '60+'):+.2f}",
+                 f"{band_maes(mine)['60+'] - band_maes(theirs)['60+']:+.2f}",
                  ", ".join(goal_misses(mine)) or "none")
         rows.append(f"| {card['name']} | {split} | " + " | ".join(cells) + " |")
     return rows
