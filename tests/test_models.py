@@ -179,3 +179,50 @@ def test_agenet_unknown_backbone_is_refused():
 
     with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant"):
         build_agenet(input_shape=(64, 64, 3), backbone="resnet50", backbone_weights=None)
+
+
+def test_central_crop_keeps_the_middle_at_any_size():
+    from agegender.models import CentralCrop
+
+    crop = CentralCrop(0.8)
+    image = np.arange(10 * 10 * 2, dtype="float32").reshape(1, 10, 10, 2)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(crop(image)), image[:, 1:9, 1:9, :])
+    assert crop.compute_output_shape((None, 160, 160, 3)) == (None, 128, 128, 3)
+    assert crop.compute_output_shape((None, None, None, 3)) == (None, None, None, 3)
+    flexible = keras.Sequential([keras.Input((None, None, 1)), CentralCrop(0.5)])  # side known only at run time
+    for side in (8, 13):
+        x = np.arange(side * side, dtype="float32").reshape(1, side, side, 1)
+        kept, top = round(side * 0.5), (side - round(side * 0.5)) // 2
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(flexible(x)), x[:, top:top + kept, top:top + kept])
+    assert np.array_equal(keras.ops.convert_to_numpy(CentralCrop(1.0)(image)), image)
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.2, 1.5])
+def test_central_crop_refuses_fractions_outside_0_1(fraction):
+    from agegender.models import CentralCrop, build_agenet
+
+    with pytest.raises(ValueError, match="crop_fraction"):
+        CentralCrop(fraction)
+    with pytest.raises(ValueError, match="crop_fraction"):
+        build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=fraction)
+
+
+def test_agenet_crop_fraction_feeds_the_backbone_the_centre(tmp_path):
+    """The backbone sees exactly the central crop, and the model saves and loads with it."""
+    from agegender.modelio import load_model, save_model_atomic
+    from agegender.models import build_agenet
+
+    model = build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=0.8)
+    assert model.input_shape == (None, 40, 40, 3)
+    assert model.get_layer("backbone").input_shape == (None, 32, 32, 3)
+    x = np.random.default_rng(3).uniform(0, 255, (2, 40, 40, 3)).astype("float32")
+    features = keras.Model(model.input, model.get_layer("feature_dropout").input)  # the backbone's output here
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(features(x, training=False)),
+                               keras.ops.convert_to_numpy(model.get_layer("backbone")(x[:, 4:36, 4:36], training=False)),
+                               atol=1e-5)
+    path = save_model_atomic(model, tmp_path / "m.keras", {"input": {"image_size": 40, "color_mode": "rgb"}})
+    loaded, _ = load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)["age_out"]),
+                               keras.ops.convert_to_numpy(model(x, training=False)["age_out"]), atol=1e-4)
+    flexible = build_agenet(input_shape=(None, None, 3), backbone_weights=None, crop_fraction=0.8)
+    assert keras.ops.convert_to_numpy(flexible(x[:, :35, :35], training=False)["gender_out"]).shape == (2, 1)

