@@ -123,3 +123,17 @@ def test_median_readout_converts(tmp_path):
     lite, keras_out = predict_arrays(TFLiteModel(path), x), predict_arrays(model, x)
     np.testing.assert_allclose(lite["age"], keras_out["age"], atol=1e-3)
     np.testing.assert_allclose(lite["age_dist"], keras_out["age_dist"], atol=1e-5)
+
+
+def test_central_crop_converts(tmp_path):
+    """AgeNet with a central crop (a slice of the input) survives the TFLite conversion."""
+    from agegender.export import convert
+    from agegender.models import build_agenet
+
+    model = build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=0.8)
+    path = tmp_path / "crop.tflite"
+    path.write_bytes(convert(model, "none"))
+    x = np.random.default_rng(5).uniform(0, 255, (3, 40, 40, 3)).astype("float32")
+    lite, keras_out = predict_arrays(TFLiteModel(path), x), predict_arrays(model, x)
+    np.testing.assert_allclose(lite["age"], keras_out["age"], atol=1e-3)
+    np.testing.assert_allclose(lite["p_female"], keras_out["p_female"], atol=1e-5)
