@@ -111,29 +111,28 @@ def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
         export_tflite(path, np.zeros((0, 64, 64, 1), np.uint8))
 
 
-def test_median_readout_converts(tmp_path):
-    """The median read-out (cumsum + gather) survives the TFLite conversion."""
+def _assert_converts(model, tmp_path, side: int) -> None:
+    """The model's TFLite conversion predicts what the Keras model predicts, every output."""
     from agegender.export import convert
-    from agegender.models import build_small_resnet, with_age_readout
 
-    model = with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median")
-    path = tmp_path / "median.tflite"
+    path = tmp_path / "converted.tflite"
     path.write_bytes(convert(model, "none"))
-    x = np.random.default_rng(4).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    x = np.random.default_rng(4).uniform(0, 255, (3, side, side, 3)).astype("float32")
     lite, keras_out = predict_arrays(TFLiteModel(path), x), predict_arrays(model, x)
     np.testing.assert_allclose(lite["age"], keras_out["age"], atol=1e-3)
+    np.testing.assert_allclose(lite["p_female"], keras_out["p_female"], atol=1e-5)
     np.testing.assert_allclose(lite["age_dist"], keras_out["age_dist"], atol=1e-5)
+
+
+def test_median_readout_converts(tmp_path):
+    """The median read-out (cumsum + gather) survives the TFLite conversion."""
+    from agegender.models import build_small_resnet, with_age_readout
+
+    _assert_converts(with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median"), tmp_path, 32)
 
 
 def test_central_crop_converts(tmp_path):
     """AgeNet with a central crop (a slice of the input) survives the TFLite conversion."""
-    from agegender.export import convert
     from agegender.models import build_agenet
 
-    model = build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=0.8)
-    path = tmp_path / "crop.tflite"
-    path.write_bytes(convert(model, "none"))
-    x = np.random.default_rng(5).uniform(0, 255, (3, 40, 40, 3)).astype("float32")
-    lite, keras_out = predict_arrays(TFLiteModel(path), x), predict_arrays(model, x)
-    np.testing.assert_allclose(lite["age"], keras_out["age"], atol=1e-3)
-    np.testing.assert_allclose(lite["p_female"], keras_out["p_female"], atol=1e-5)
+    _assert_converts(build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=0.8), tmp_path, 40)
