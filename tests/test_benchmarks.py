@@ -63,15 +63,20 @@ def _card(name: str, age_mae: float, **config) -> dict:
             "training": {"epochs_completed": 12, "seconds_per_epoch": 300.0, "wall_seconds": 3600.0},
             "metrics": {"val": dict(metrics), "test": dict(metrics)}}
 
+def _write_cards(tmp_path, *cards) -> list[str]:
+    paths = []
+    for card in cards:
+        path = tmp_path / f"{card['name']}.json"
+        path.write_text(json.dumps(card))
+        paths.append(str(path))
+    return paths
+
+
 
 def test_recipe_table_shows_what_differs_and_flags_a_refits_in_sample_val(tmp_path, capsys):
     plain, refit = _card("plain", 4.5), _card("refit", 4.4, train_on_val=True)
     refit["metrics"]["val"]["seen_in_training"] = True
-    paths = []
-    for card in (plain, refit):
-        path = tmp_path / f"{card['name']}.json"
-        path.write_text(json.dumps(card))
-        paths.append(str(path))
+    paths = _write_cards(tmp_path, plain, refit)
     recipe_ablation.main(paths)
     out = capsys.readouterr().out
     assert "| recipe | train_on_val | read-out |" in out
@@ -132,14 +137,62 @@ def test_recipe_table_against_a_baseline_gives_differences_and_misses_of_the_goa
     base, better = _card("base", 4.5), _card("better", 4.3)
     better["metrics"]["test"] = {**better["metrics"]["test"], "gender_accuracy": 0.951}
     better["metrics"]["val"] = {**better["metrics"]["val"], "gender_accuracy": 0.949}  # 95.0 % is the goal
-    paths = []
-    for card in (base, better):
-        path = tmp_path / f"{card['name']}.json"
-        path.write_text(json.dumps(card))
-        paths.append(str(path))
+    paths = _write_cards(tmp_path, base, better)
     recipe_ablation.main(paths, baseline=paths[0])
     out = capsys.readouterr().out
     assert "| base | val | +0.00 | +0.00 | +0.00 |" in out
     # 4.3 years in every band: above face-api.js's 1.79 and 4.16 for children and teenagers only
     assert "| better | test | -0.20 | +0.10 | -0.20 | 0-12, 13-19 |" in out
     assert "| better | val | -0.20 | -0.10 | -0.20 | gender, 0-12, 13-19 |" in out
+
+
+def test_recipe_changes_name_the_settings_that_differ_inside_model_kwargs_too():
+    base = {"image_size": 128, "max_train_minutes": 88, "model_kwargs": {"dropout": 0.3, "trainable_from": None},
+            "age_readout": "val", "progressive_resizing": []}
+    run = {"image_size": 160, "max_train_minutes": 40, "model_kwargs": {"dropout": 0.3, "trainable_from": "block3"},
+           "age_readout": "median", "progressive_resizing": [[96, 5]]}
+    # the budget bounds a run, it is not part of its recipe
+    assert recipe_ablation.recipe_changes(run, base) == (
+        "age_readout=median, image_size=160, progressive_resizing=[[96, 5]], trainable_from=block3")
+    assert recipe_ablation.recipe_changes(base, base) == ""
+
+
+def test_summary_gives_one_row_per_run_and_hides_a_refits_in_sample_val(tmp_path):
+    base, bigger, refit = _card("base", 4.5), _card("bigger", 4.3, image_size=160), _card("refit", 4.4, train_on_val=True)
+    refit["metrics"]["val"]["seen_in_training"] = True
+    paths = _write_cards(tmp_path, base, bigger, refit)
+    rows = recipe_ablation.summary(paths, baseline=paths[0]).splitlines()
+    assert rows[0].startswith("| run | recipe changed from base | train min |")
+    assert rows[2] == "| base | (baseline) | 60.0 | 4.50 | 95.00 | 4.50 | 4.50 | 95.00 | 4.50 | 0-12, 13-19 |"
+    assert rows[3].startswith("| bigger | image_size=160 | 60.0 | 4.30 | 95.00 | 4.30 | 4.30 |")
+    assert rows[4].startswith("| refit | train_on_val=true | 60.0 | fitted on | fitted on | fitted on | 4.40 |")
+
+
+def test_update_rewrites_only_the_marked_table_and_reports_no_change_the_second_time(tmp_path):
+    paths = _write_cards(tmp_path, _card("base", 4.5), _card("other", 4.2))
+    page = tmp_path / "page.md"
+    before, after = "# Runs\n\nprose stays\n\n", "\nmore prose\n"
+    page.write_text(before + f"<!-- recipe_ablation.py --summary --baseline {paths[0]} {' '.join(paths)} -->\n"
+                    "| a stale table |\n<!-- /recipe_ablation.py -->\n" + after)
+    assert recipe_ablation.update(page) is True
+    text = page.read_text()
+    assert text.startswith(before) and text.endswith(after)
+    assert "| a stale table |" not in text and "| other | (baseline)" not in text
+    assert "| other | same recipe, retrained | 60.0 | 4.20 |" in text
+    assert recipe_ablation.update(page) is False
+    with pytest.raises(SystemExit, match="no <!-- recipe_ablation.py"):
+        recipe_ablation.update(tmp_path / "base.json")
+
+
+def test_summary_without_a_baseline_is_refused():
+    with pytest.raises(SystemExit, match="--summary needs --baseline"):
+        recipe_ablation.render(recipe_ablation._parser().parse_args(["--summary", "models/agenet.json"]))
+
+
+@pytest.mark.parametrize("page", ["README.md", "benchmarks/results/recipes.md"])
+def test_committed_recipe_tables_are_what_their_cards_give(page):
+    """The tables of whole runs are generated; edit the cards list in the comment and run --update, not the table."""
+    text = (recipe_ablation.REPO / page).read_text()
+    assert recipe_ablation.BLOCK.search(text), f"{page} lost its generated table"
+    assert recipe_ablation.regenerated(text) == text, (
+        f"{page}: stale table; run `python benchmarks/recipe_ablation.py --update {page}`")
