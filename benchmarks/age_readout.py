@@ -5,7 +5,9 @@ Choose on val; test is shown to confirm. Beside the plain read-outs, the median 
 by the training set's age prior to a power beta ("logit adjustment", Menon et al. 2021): it moves
 predictions away from the crowded 20-39 years, which is what the rare bands' signed biases ask for.
 A second table splits the 60+ band by decade (model's own read-out): a few faces labelled 90 or older
-weigh heavily in that band's MAE; a third names the band's worst faces.
+weigh heavily in that band's MAE; a third names the band's worst faces; a last one splits each band's MAE into
+bias and spread: the MAE left if the band's own median error were subtracted from its faces, a bound no read-out
+or loss weighting that shifts predictions can beat (the shift would need to know the true band).
 
     UTKFACE_DIR=/path/to/UTKFace python benchmarks/age_readout.py [--model models/agenet.keras]
 """
@@ -54,6 +56,11 @@ def readouts(dist: np.ndarray) -> dict[str, np.ndarray]:
     return {"expectation": dist @ ages, "median": median, "mode": dist.argmax(axis=1).astype(float)}
 
 
+def spread_mae(error: np.ndarray) -> float:
+    """The MAE left after subtracting the errors' median, the best single shift for an MAE."""
+    return float(np.abs(error - np.median(error)).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(default_model_path()))
@@ -94,6 +101,15 @@ def main() -> None:
         for i in np.argsort(-error)[:WORST_FACES]:
             print(f"{split:<5} {p['filename'][old][i]:<40} true {p['age'][old][i]:3d}  predicted "
                   f"{p['pred_age'][old][i]:5.1f}  {error[i] / old.sum():.2f} of {error.mean():.2f} years")
+    print("\neach band's MAE without its bias: MAE -> MAE after subtracting the band's own median error (an oracle)")
+    print(f"{'split':<5} " + " ".join(f"{label:>15}" for label, _, _ in AGE_BANDS))
+    for split, p in preds.items():
+        error = p["pred_age"] - p["age"]
+        cells = []
+        for _, low, high in AGE_BANDS:
+            band = (p["age"] >= low) & (p["age"] <= high)
+            cells.append(f"{np.abs(error[band]).mean():5.2f} -> {spread_mae(error[band]):5.2f}")
+        print(f"{split:<5} " + " ".join(f"{c:>15}" for c in cells))
 
 
 if __name__ == "__main__":

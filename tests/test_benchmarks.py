@@ -104,6 +104,12 @@ def test_prior_adjustment_moves_the_median_away_from_the_crowded_ages():
     np.testing.assert_allclose(age_readout.prior_adjusted(dist, prior, 0.0), dist)
 
 
+def test_spread_mae_removes_the_bias_and_never_exceeds_the_mae():
+    error = np.array([-10.0, -6.0, -4.0, -2.0, 2.0])  # median -4: |-6|, |-2|, 0, |2|, |6| -> mean 3.2
+    assert age_readout.spread_mae(error) == pytest.approx(3.2)
+    assert age_readout.spread_mae(error) <= np.abs(error).mean()
+    assert age_readout.spread_mae(error + 100) == pytest.approx(3.2)  # a constant bias is all it removes
+
 def test_resolution_robustness_degrades_every_face_by_the_fraction_asked():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8)  # more than one chunk
