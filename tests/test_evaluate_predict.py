@@ -261,6 +261,21 @@ def test_cli_predict_mixed_files(tiny_model, bad_folder, tmp_path, capsys):
     assert len(readable) == 6 + len(READABLE)
 
 
+def test_cli_predict_a_folder_means_the_images_inside_it(tiny_model, bad_folder, tmp_path, capsys):
+    empty = tmp_path / "no_images"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a photo")
+    code, out, _ = _run(capsys, ["predict", "--aligned", "--json", "--model", tiny_model.path, str(bad_folder),
+                                 str(empty)])
+    assert code == 0
+    results = json.loads(out)
+    # the text and empty files do not look like images, so the folder does not stand for them
+    inside = [p for p in _bad_folder_files(bad_folder) if BAD_FILES.get(p.name) not in ("text", "empty")]
+    assert [r["path"] for r in results[:-1]] == [str(p) for p in inside]
+    _check_results(results[:-1], inside)
+    assert results[-1] == {"path": str(empty), "error": f"{empty}: a folder with no image files in it"}
+
+
 def test_cli_predict_all_bad(tiny_model, bad_folder, capsys):
     files = [bad_folder / BY_KIND[k] for k in ERRORS]
     code, out, _ = _run(capsys, ["predict", "--aligned", "--json", "--model", tiny_model.path, *files])

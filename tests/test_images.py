@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.images import MAX_PIXELS, ImageError, channels, load_for_model, open_image, to_model_input
+from agegender.images import (MAX_PIXELS, ImageError, channels, image_files_in, load_for_model, open_image,
+                              to_model_input)
 
 from conftest import BAD_FILES, garbage_after_jfif_header, jpeg_bytes, png_declaring
 
@@ -44,8 +45,10 @@ def test_missing_file(tmp_path):
     for loader in (lambda p: open_image(p), lambda p: load_for_model(p, 32, "rgb")):
         with pytest.raises(ImageError, match="no such file"):
             loader(tmp_path / "nope.jpg")
-    with pytest.raises(ImageError, match="no such file"):
-        open_image(tmp_path)  # a directory is not a file
+    with pytest.raises(ImageError, match="a folder, not an image file"):
+        open_image(tmp_path)
+    with pytest.raises(ImageError, match="an empty path"):
+        open_image("")  # Path("") would be the working directory
 
 
 def test_bytes_input(bad_folder, good_names):
@@ -288,3 +291,14 @@ def test_jpeg_frame_size_reads_the_header(tmp_path):
         assert jpeg_frame_size(data[:20]) is None  # header cut before the frame
     assert jpeg_frame_size(b"\xff\xd8" + b"\x00" * 50) is None  # not a marker
     assert jpeg_frame_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 20) is None  # scan before any frame
+
+
+def test_image_files_in_a_folder_are_found_by_content_sorted_and_not_recursive(tmp_path):
+    photo = jpeg_bytes(Image.new("RGB", (8, 8)))
+    (tmp_path / "b_no_extension").write_bytes(photo)  # found by its bytes, not its name
+    (tmp_path / "a.jpg").write_bytes(photo)
+    (tmp_path / ".hidden.jpg").write_bytes(photo)
+    (tmp_path / "notes.jpg").write_text("a text file with an image's name")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.jpg").write_bytes(photo)
+    assert image_files_in(tmp_path) == [tmp_path / "a.jpg", tmp_path / "b_no_extension"]

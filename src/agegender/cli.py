@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_export)
 
     p = sub.add_parser("predict", help="age and gender for images")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders of them (the images directly inside)")
     p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
     p.add_argument("--aligned", action="store_true", help="each image is already a face crop as in UTKFace")
     p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated copies of the images here")

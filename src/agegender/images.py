@@ -56,6 +56,21 @@ def _has_image_signature(source: str | os.PathLike | bytes) -> bool:
     return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
+def image_files_in(folder: str | os.PathLike) -> list[Path]:
+    """The files directly inside ``folder`` whose first bytes say they are images (JPEG, PNG, GIF, BMP, TIFF, WebP),
+    sorted by name; other files (notes, CSVs, hidden files) are left out, unreadable ones too."""
+    found = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            if _has_image_signature(path):
+                found.append(path)
+        except OSError:
+            continue
+    return found
+
+
 def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image as RGB, honouring EXIF orientation.
 
@@ -70,6 +85,10 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
         handle = io.BytesIO(source)
     else:
         path = Path(source)
+        if not label:
+            raise ImageError("an empty path: name an image file")
+        if path.is_dir():
+            raise ImageError(f"{label}: a folder, not an image file")
         if not path.is_file():
             raise ImageError(f"{label}: no such file")
         if path.stat().st_size == 0:

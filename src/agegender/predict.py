@@ -13,8 +13,17 @@ from PIL import Image
 
 from .config import default_model_path
 from .evaluate import age_ranges, predict_arrays, tta_settings
-from .images import ImageError, open_image, to_model_input
+from .images import ImageError, image_files_in, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
+
+
+def expand_folders(paths: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
+    """``paths`` with each folder replaced by the image files directly inside it; a folder without any stays."""
+    expanded: list[str | os.PathLike] = []
+    for path in paths:
+        inside = image_files_in(path) if str(path) and Path(path).is_dir() else []
+        expanded.extend(inside or [path])
+    return expanded
 
 
 @dataclass
@@ -104,16 +113,19 @@ class Predictor:
 
     def predict_files(self, paths: Sequence[str | os.PathLike], aligned: bool = False,
                       annotate_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-        """One result per path: ``{"path", "faces": [...]}`` or ``{"path", "error"}``.
+        """One result per image: ``{"path", "faces": [...]}`` or ``{"path", "error"}``.
 
-        All faces of all images are predicted together in batches.
+        A folder stands for the image files directly inside it (:func:`image_files_in`); one without any gives
+        an error result. All faces of all images are predicted together in batches.
         """
         results: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
         owners: list[tuple[int, list[int]]] = []
         images: dict[int, Image.Image] = {}
-        for index, path in enumerate(paths):
+        for index, path in enumerate(expand_folders(paths)):
             try:
+                if str(path) and Path(path).is_dir():  # Path("") would be the working directory
+                    raise ImageError(f"{path}: a folder with no image files in it")
                 image = open_image(path)
                 faces, boxes = self.faces_in(image, aligned)
             except ImageError as exc:
