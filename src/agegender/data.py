@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MAX_AGE, chosen_data_dir, resolve_data_dir
+from .images import has_image_signature
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 _NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<stamp>\d{8,})(?:\D.*)?$")
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"BM")
 
 
 @dataclass(frozen=True)
@@ -111,12 +111,6 @@ class SkipReport:
                 for reason, p in self.reasons.items()}
 
 
-def _looks_like_image(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-    return any(head.startswith(m) for m in _MAGIC) and (head[:4] != b"RIFF" or head[8:12] == b"WEBP")
-
-
 def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport | None = None) -> pd.DataFrame:
     """Read a flat UTKFace folder into a DataFrame.
 
@@ -150,7 +144,7 @@ def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport 
         if entry.stat().st_size == 0:
             report.add("empty files", str(path))
             continue
-        if not _looks_like_image(path):
+        if not has_image_signature(path):
             report.add("non-image files", str(path))
             continue
         rows.append((str(path), entry.name, labels.age, labels.gender, labels.race, split_of(entry.name)))

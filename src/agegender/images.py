@@ -47,7 +47,8 @@ def _check_mode(color_mode: str) -> str:
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
-def _has_image_signature(source: str | os.PathLike | bytes) -> bool:
+def has_image_signature(source: str | os.PathLike | bytes) -> bool:
+    """Whether the first bytes are those of an image format (JPEG, PNG, GIF, BMP, TIFF, WebP), whatever the name."""
     if isinstance(source, (bytes, bytearray)):
         head = bytes(source[:12])
     else:
@@ -64,7 +65,7 @@ def image_files_in(folder: str | os.PathLike) -> list[Path]:
         if path.name.startswith(".") or not path.is_file():
             continue
         try:
-            if _has_image_signature(path):
+            if has_image_signature(path):
                 found.append(path)
         except OSError:
             continue
@@ -106,7 +107,7 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
     except ImageError:
         raise
     except UnidentifiedImageError:
-        if _has_image_signature(source):
+        if has_image_signature(source):
             raise ImageError(f"{label}: corrupt or truncated image (its header says it is an image, "
                              "but it cannot be decoded)") from None
         raise ImageError(f"{label}: not an image file (format not recognised)") from None

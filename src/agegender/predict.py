@@ -21,7 +21,10 @@ def expand_folders(paths: Sequence[str | os.PathLike]) -> list[str | os.PathLike
     """``paths`` with each folder replaced by the image files directly inside it; a folder without any stays."""
     expanded: list[str | os.PathLike] = []
     for path in paths:
-        inside = image_files_in(path) if str(path) and Path(path).is_dir() else []
+        try:
+            inside = image_files_in(path) if str(path) and Path(path).is_dir() else []
+        except OSError:  # an unreadable folder: kept, and reported as a folder without images
+            inside = []
         expanded.extend(inside or [path])
     return expanded
 
