@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -61,6 +62,15 @@ def spread_mae(error: np.ndarray) -> float:
     return float(np.abs(error - np.median(error)).mean())
 
 
+def _print_by_age(preds: dict, groups: tuple, width: int, cell: Callable[[np.ndarray], str]) -> None:
+    """One row per split, one cell per age group: ``cell`` of the signed errors (model's read-out) in that group."""
+    print(f"{'split':<5} " + " ".join(f"{label:>{width}}" for label, _, _ in groups))
+    for split, p in preds.items():
+        error = p["pred_age"] - p["age"]
+        cells = [cell(error[(p["age"] >= low) & (p["age"] <= high)]) for _, low, high in groups]
+        print(f"{split:<5} " + " ".join(f"{c:>{width}}" for c in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=str(default_model_path()))
@@ -86,14 +96,7 @@ def main() -> None:
                 cells.append(f"{band_maes[-1]:6.2f} ({error[band].mean():+5.2f})")
             print(f"{split:<5} {name:<12} " + " ".join(f"{c:>13}" for c in cells) + f" {np.mean(band_maes):9.3f}")
     print("\nthe 60+ band by decade, the model's read-out; cells: n, MAE (bias)")
-    print(f"{'split':<5} " + " ".join(f"{label:>19}" for label, _, _ in OLD_AGES))
-    for split, p in preds.items():
-        error = p["pred_age"] - p["age"]
-        cells = []
-        for _, low, high in OLD_AGES:
-            band = (p["age"] >= low) & (p["age"] <= high)
-            cells.append(f"{band.sum():4d}, {np.abs(error[band]).mean():5.2f} ({error[band].mean():+6.2f})")
-        print(f"{split:<5} " + " ".join(f"{c:>19}" for c in cells))
+    _print_by_age(preds, OLD_AGES, 19, lambda e: f"{len(e):4d}, {np.abs(e).mean():5.2f} ({e.mean():+6.2f})")
     print(f"\nthe {WORST_FACES} largest errors in the 60+ band, and their share of the band's MAE")
     for split, p in preds.items():
         old = p["age"] >= AGE_BANDS[-1][1]
@@ -102,14 +105,7 @@ def main() -> None:
             print(f"{split:<5} {p['filename'][old][i]:<40} true {p['age'][old][i]:3d}  predicted "
                   f"{p['pred_age'][old][i]:5.1f}  {error[i] / old.sum():.2f} of {error.mean():.2f} years")
     print("\neach band's MAE without its bias: MAE -> MAE after subtracting the band's own median error (an oracle)")
-    print(f"{'split':<5} " + " ".join(f"{label:>15}" for label, _, _ in AGE_BANDS))
-    for split, p in preds.items():
-        error = p["pred_age"] - p["age"]
-        cells = []
-        for _, low, high in AGE_BANDS:
-            band = (p["age"] >= low) & (p["age"] <= high)
-            cells.append(f"{np.abs(error[band]).mean():5.2f} -> {spread_mae(error[band]):5.2f}")
-        print(f"{split:<5} " + " ".join(f"{c:>15}" for c in cells))
+    _print_by_age(preds, AGE_BANDS, 15, lambda e: f"{np.abs(e).mean():5.2f} -> {spread_mae(e):5.2f}")
 
 
 if __name__ == "__main__":
