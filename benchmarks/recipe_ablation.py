@@ -75,21 +75,16 @@ def recipe_changes(config: dict, baseline: dict) -> str:
     def flat(settings: dict) -> dict:
         out = {}
         for key, value in settings.items():
-            if key in IGNORED:
-                continue
-            if isinstance(value, dict):
-                out.update({inner: v for inner, v in value.items()})
-            else:
-                out[key] = value
+            if key not in IGNORED:
+                out.update(value if isinstance(value, dict) else {key: value})
         return out
 
-    mine, theirs = flat(config), flat(baseline)
-    changed = [k for k in sorted(set(mine) | set(theirs))
-               if json.dumps(mine.get(k), sort_keys=True) != json.dumps(theirs.get(k), sort_keys=True)]
     def shown(value: object) -> str:
         return value if isinstance(value, str) else json.dumps(value)
 
-    return ", ".join(f"{k}={shown(mine.get(k))}" for k in changed)
+    mine, theirs = flat(config), flat(baseline)
+    return ", ".join(f"{k}={shown(mine.get(k))}" for k in sorted(set(mine) | set(theirs))
+                     if json.dumps(mine.get(k), sort_keys=True) != json.dumps(theirs.get(k), sort_keys=True))
 
 
 def _headline(metrics: dict) -> str:

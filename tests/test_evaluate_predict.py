@@ -276,6 +276,18 @@ def test_cli_predict_a_folder_means_the_images_inside_it(tiny_model, bad_folder,
     assert results[-1] == {"path": str(empty), "error": f"{empty}: a folder with no image files in it"}
 
 
+def test_annotating_a_folder_names_each_copy_after_its_own_image(tiny_model, bad_folder, good_names, tmp_path):
+    from agegender.predict import Predictor
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in good_names[:2]:
+        (folder / name).write_bytes((bad_folder / name).read_bytes())
+    results = Predictor.load(tiny_model.path).predict_files([folder], aligned=True, annotate_dir=tmp_path / "ann")
+    assert [Path(r["annotated"]).name for r in results] == [f"{Path(n).stem}_annotated.jpg" for n in good_names[:2]]
+    assert all(Path(r["annotated"]).is_file() for r in results)
+
+
 def test_cli_predict_all_bad(tiny_model, bad_folder, capsys):
     files = [bad_folder / BY_KIND[k] for k in ERRORS]
     code, out, _ = _run(capsys, ["predict", "--aligned", "--json", "--model", tiny_model.path, *files])

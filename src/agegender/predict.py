@@ -17,12 +17,16 @@ from .images import ImageError, image_files_in, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
 
+def _is_folder(path: str | os.PathLike) -> bool:
+    return bool(str(path)) and Path(path).is_dir()  # Path("") would be the working directory
+
+
 def expand_folders(paths: Sequence[str | os.PathLike]) -> list[str | os.PathLike]:
     """``paths`` with each folder replaced by the image files directly inside it; a folder without any stays."""
     expanded: list[str | os.PathLike] = []
     for path in paths:
         try:
-            inside = image_files_in(path) if str(path) and Path(path).is_dir() else []
+            inside = image_files_in(path) if _is_folder(path) else []
         except OSError:  # an unreadable folder: kept, and reported as a folder without images
             inside = []
         expanded.extend(inside or [path])
@@ -125,9 +129,10 @@ class Predictor:
         crops: list[np.ndarray] = []
         owners: list[tuple[int, list[int]]] = []
         images: dict[int, Image.Image] = {}
-        for index, path in enumerate(expand_folders(paths)):
+        paths = expand_folders(paths)
+        for index, path in enumerate(paths):
             try:
-                if str(path) and Path(path).is_dir():  # Path("") would be the working directory
+                if _is_folder(path):
                     raise ImageError(f"{path}: a folder with no image files in it")
                 image = open_image(path)
                 faces, boxes = self.faces_in(image, aligned)
