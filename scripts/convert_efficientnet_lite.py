@@ -64,7 +64,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "models" / "pretrained"
-VARIANTS = ("lite0", "lite1")  # must equal agegender.backbones.efficientnet_lite.VARIANTS (checked in stage B)
+VARIANTS = ("lite0", "lite1", "lite2")  # must equal agegender.backbones.efficientnet_lite.VARIANTS (checked in stage B)
 
 
 def reference_name(variant: str) -> str:

@@ -30,9 +30,16 @@ ATOL = 1e-3
 
 #: ``sum(p.numel() for p in EfficientNet.from_name("efficientnet-<variant>").parameters())`` and the
 #: BatchNorm running_mean + running_var values (Keras counts them as non-trainable weights).
-TORCH_COUNTS = {"lite0": (4_652_008, 42_016), "lite1": (5_416_680, 53_664)}
-#: MBConv repeats per stage of the PyTorch port (``len(model._blocks)`` = 16 / 21).
-TORCH_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1)}
+TORCH_COUNTS = {"lite0": (4_652_008, 42_016), "lite1": (5_416_680, 53_664), "lite2": (6_092_072, 58_096)}
+#: MBConv repeats per stage of the PyTorch port (``len(model._blocks)`` = 16 / 21 / 21: depth 1.1 and 1.2 round up alike).
+TORCH_REPEATS = {"lite0": (1, 2, 2, 3, 3, 4, 1), "lite1": (1, 3, 3, 4, 4, 5, 1), "lite2": (1, 3, 3, 4, 4, 5, 1)}
+#: (input, output) channels of each stage's first block in the PyTorch port
+#: (``[(b._block_args.input_filters, b._block_args.output_filters) for b in model._blocks]``).
+TORCH_STAGE_CHANNELS = {
+    "lite0": ((32, 16), (16, 24), (24, 40), (40, 80), (80, 112), (112, 192), (192, 320)),
+    "lite1": ((32, 16), (16, 24), (24, 40), (40, 80), (80, 112), (112, 192), (192, 320)),
+    "lite2": ((32, 16), (16, 24), (24, 48), (48, 88), (88, 120), (120, 208), (208, 352)),
+}
 
 
 def _weights(variant: str) -> Path:
@@ -94,12 +101,20 @@ def test_param_count_matches_torch(variant):
 
 
 @pytest.mark.parametrize("variant", sorted(el.VARIANTS))
-def test_depth_scaling_matches_the_torch_port(variant):
+def test_depth_and_width_scaling_match_the_torch_port(variant):
     stages = el.blocks_args(variant)
     assert tuple(stage[0] for stage in stages) == TORCH_REPEATS[variant]
     assert len(el.block_names(variant)) == sum(TORCH_REPEATS[variant])
-    # Width 1.0 for both: only the repeats change, the stem feeds 32 channels to stage 1.
-    assert [stage[1:] for stage in stages] == [stage[1:] for stage in el.BLOCKS_ARGS]
+    assert tuple(stage[4:] for stage in stages) == TORCH_STAGE_CHANNELS[variant]
+    # Kernel, stride and expansion never scale.
+    assert [stage[1:4] for stage in stages] == [stage[1:4] for stage in el.BLOCKS_ARGS]
+
+
+def test_round_filters_follows_the_reference_rounding():
+    # Nearest multiple of 8, never more than 10 % below the scaled count; width 1 leaves counts alone.
+    assert [el.round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
+    assert el.round_filters(40, 1.2) == 48 and el.round_filters(112, 1.4) == 160
+    assert el.round_filters(17, 1.0) == 17
 
 
 def test_unknown_variant_is_refused():

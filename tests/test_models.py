@@ -156,7 +156,7 @@ def test_readout_errors():
         with_age_readout(build_seed_cnn(input_shape=(64, 64, 1)), "median")
 
 
-@pytest.mark.parametrize("backbone", ["lite0", "lite1"])
+@pytest.mark.parametrize("backbone", ["lite0", "lite1", "lite2"])
 def test_agenet_backbone_variants_load_their_imagenet_weights(backbone):
     from agegender.backbones import build_efficientnet_lite, default_weights_path
     from agegender.models import build_agenet
@@ -170,8 +170,9 @@ def test_agenet_backbone_variants_load_their_imagenet_weights(backbone):
     for name in ("stem_conv", "block6d_project_conv", "top_bn"):
         for got, want in zip(inner.get_layer(name).get_weights(), reference.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
-    # Lite1 is one block deeper in stages 2-6.
-    assert ("block6e_project_conv" in {layer.name for layer in inner.layers}) == (backbone == "lite1")
+    # Lite1 and Lite2 are one block deeper in stages 2-6; Lite2 is also wider (88 channels out of stage 4).
+    assert ("block6e_project_conv" in {layer.name for layer in inner.layers}) == (backbone != "lite0")
+    assert inner.get_layer("block4a_project_conv").filters == (88 if backbone == "lite2" else 80)
 
 
 def test_agenet_unknown_backbone_is_refused():

