@@ -52,12 +52,27 @@ def test_card_training_and_metrics(tiny_model):
     assert training["seconds_per_epoch"] is not None
     assert len(training["history"]) == 1 and training["history"][0]["epoch"] == 1
     assert "val_age_out_mae" in training["history"][0]
+    assert training["machine"] == train_module.machine_description()
     for split in ("val", "test"):
         metrics = tiny_model.card["metrics"][split]
         assert metrics["n"] == 10
         assert 0 <= metrics["age_mae"] < 120
         assert 0 <= metrics["gender_accuracy"] <= 1
         assert "baseline" in metrics and "by_age_band" in metrics
+
+
+def test_machine_description_names_the_processor(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Example CPU @ 2.0GHz\n\nprocessor\t: 1\n"
+                       "model name\t: Example CPU @ 2.0GHz\n")
+    monkeypatch.setattr(train_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(train_module.platform, "machine", lambda: "x86_64")
+    assert train_module.machine_description(cpuinfo) == "x86_64, 2 CPUs, Example CPU @ 2.0GHz"
+    # No cpuinfo (macOS, Windows) and no processor name either: just the architecture and the count.
+    monkeypatch.setattr(train_module.platform, "processor", lambda: "")
+    assert train_module.machine_description(tmp_path / "absent") == "x86_64, 2 CPUs"
+    monkeypatch.setattr(train_module.platform, "processor", lambda: "arm")
+    assert train_module.machine_description(tmp_path / "absent") == "x86_64, 2 CPUs, arm"
 
 
 def test_card_written_beside_model_and_in_run_dir(tiny_model):

@@ -519,6 +519,23 @@ def _previous_stage(init_weights: str | os.PathLike | None) -> dict[str, Any] | 
             "wall_seconds_all_stages": training.get("wall_seconds_all_stages", training.get("wall_seconds", 0.0))}
 
 
+def machine_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """What the card records of the machine, e.g. ``x86_64, 2 CPUs, AMD EPYC``.
+
+    Training minutes compare only on the same processor (hosts of this project have differed by a factor of
+    two), so its name is recorded: from ``cpuinfo`` (Linux) or :func:`platform.processor`, and left out when
+    neither knows it.
+    """
+    description = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    try:
+        lines = cpuinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name") and ":" in line]
+    processor = names[0] if names else platform.processor()
+    return f"{description}, {processor}" if processor else description
+
+
 def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
                arrays: dict, train_rows: pd.DataFrame, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Everything a consumer needs: input spec, provenance, timings and metrics.
@@ -559,7 +576,7 @@ def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: 
             "seconds_per_epoch": round(float(np.mean(seconds)), 1) if seconds else None,
             "images_per_second": round(images_per_epoch / float(np.mean(seconds)), 1) if seconds else None,
             "backend": keras.backend.backend(), "keras": keras.__version__, "tensorflow": tf.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "machine": machine_description(),
             "history": state["history"],
             **({"previous_stage": previous,
                 "wall_seconds_all_stages": round(state["elapsed_seconds"] + previous["wall_seconds_all_stages"], 1)}
