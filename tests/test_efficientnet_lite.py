@@ -111,10 +111,10 @@ def test_depth_and_width_scaling_match_the_torch_port(variant):
 
 
 def test_round_filters_follows_the_reference_rounding():
-    # Nearest multiple of 8, never more than 10 % below the scaled count; width 1 leaves counts alone.
+    # Nearest multiple of 8, never more than 10 % below the scaled count (so 12 * 1.0 rounds up to 16, not to 8).
     assert [el.round_filters(f, 1.1) for f in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
     assert el.round_filters(40, 1.2) == 48 and el.round_filters(112, 1.4) == 160
-    assert el.round_filters(17, 1.0) == 17
+    assert [el.round_filters(f, 1.0) for f in (16, 17, 12, 320)] == [16, 16, 16, 320]
 
 
 def test_unknown_variant_is_refused():
