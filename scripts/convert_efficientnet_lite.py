@@ -38,7 +38,7 @@ It runs three steps (each can be run alone, see ``--help`` of the sub-commands):
 
 Outputs (``models/pretrained/``, ``<variant>`` = ``lite0``, ``lite1`` or ``lite2``):
 
-* ``efficientnet_<variant>_imagenet.weights.h5`` -- Keras weights, with the 1000-class top (~19 / 22 MB);
+* ``efficientnet_<variant>_imagenet.weights.h5`` -- Keras weights, with the 1000-class top (~19 / 22 / 25 MB);
 * ``efficientnet_<variant>_reference.npz`` -- the reference inputs, PyTorch logits and metadata
   (checkpoint sha256, torch version, parameter counts, max abs diff) used by
   ``tests/test_efficientnet_lite.py`` (< 1 MB).
