@@ -177,6 +177,55 @@ def test_erase_probability_out_of_range_is_refused():
         make_dataset(images, np.ones(4), np.zeros(4), batch_size=2, training=True, augment=True, erase=-0.1)
 
 
+def test_mixup_blends_images_targets_and_weights_with_one_share_per_image():
+    from agegender.pipeline import mix_batch
+
+    n = 64
+    ages = np.linspace(1, 90, n).astype("float32")
+    genders = (np.arange(n) % 2).astype("float32")
+    # every pixel of image i holds its own age (channel 0) and 100 x its gender (channel 1)
+    images = np.zeros((n, 4, 4, 3), "float32")
+    images[..., 0], images[..., 1] = ages[:, None, None], 100 * genders[:, None, None]
+    targets = {"age_out": ages.reshape(-1, 1), "gender_out": genders.reshape(-1, 1),
+               "age_dist": soft_age_labels(ages).numpy()}
+    weights = np.linspace(0.5, 2.0, n).astype("float32")
+    seed = np.array([3, 4], dtype="int32")
+    x, y, w = (t.numpy() if not isinstance(t, dict) else {k: v.numpy() for k, v in t.items()}
+               for t in mix_batch(images, targets, weights, seed, 0.2))
+    share = (x[:, 0, 0, 0] - ages[::-1]) / (ages - ages[::-1])  # the share of each image's own pixels
+    share[n // 2 - 1:n // 2 + 1] = share[0]  # (the middle pair's partners are almost alike: share ill-defined there)
+    np.testing.assert_allclose(y["age_out"][:, 0], x[:, 0, 0, 0], rtol=1e-5)
+    np.testing.assert_allclose(100 * y["gender_out"][:, 0], x[:, 0, 0, 1], atol=1e-3)
+    np.testing.assert_allclose(y["age_dist"].sum(axis=1), 1.0, rtol=1e-5)  # still a distribution
+    own = np.r_[:n // 2 - 1, n // 2 + 1:n]
+    np.testing.assert_allclose(w[own], (share * weights + (1 - share) * weights[::-1])[own], rtol=1e-4)
+    assert ((share[own] > -1e-4) & (share[own] < 1 + 1e-4)).all()
+    # Beta(0.2, 0.2) is U-shaped: most images are mostly themselves or mostly their partner
+    extreme = (share[own] < 0.1) | (share[own] > 0.9)
+    assert 0.4 < extreme.mean() < 0.95
+    again = mix_batch(images, targets, {"age_out": weights, "gender_out": weights, "age_dist": weights}, seed, 0.2)
+    np.testing.assert_array_equal(again[0].numpy(), x)  # seeded; a dict of weights is blended key by key
+    np.testing.assert_allclose(again[2]["gender_out"].numpy(), w, rtol=1e-6)
+
+
+def test_mixup_leaves_validation_and_the_other_draws_alone():
+    images = np.random.default_rng(0).integers(0, 255, (16, 8, 8, 3), dtype=np.uint8)
+    ages, genders = np.arange(16.0), (np.arange(16) % 2).astype(float)
+    common = dict(batch_size=16, seed=5, age_distribution=True)
+    plain = next(iter(make_dataset(images, ages, genders, training=True, augment=True, **common)))
+    mixed = next(iter(make_dataset(images, ages, genders, training=True, augment=True, mixup=0.4, **common)))
+    assert not np.allclose(plain[0].numpy(), mixed[0].numpy())
+    # same shuffle and augmentation underneath: the blend of the plain batch's ends reproduces the mixed one
+    share = (mixed[1]["age_out"].numpy() - plain[1]["age_out"].numpy()[::-1]) / (
+        plain[1]["age_out"].numpy() - plain[1]["age_out"].numpy()[::-1])
+    expected = share[:, :, None, None] * plain[0].numpy() + (1 - share[:, :, None, None]) * plain[0].numpy()[::-1]
+    np.testing.assert_allclose(mixed[0].numpy(), expected, atol=1e-2)
+    val = [make_dataset(images, ages, genders, training=False, mixup=m, batch_size=16) for m in (0.0, 0.4)]
+    np.testing.assert_array_equal(*(next(iter(v))[0].numpy() for v in val))
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        make_dataset(images, ages, genders, training=True, mixup=-0.2, batch_size=16)
+
+
 def test_per_target_weights_reach_their_own_loss_only():
     """A dict of weights keyed by target: zero weights silence the gender loss and leave the age loss."""
     keras = pytest.importorskip("keras")

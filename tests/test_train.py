@@ -391,17 +391,19 @@ def _record_datasets(monkeypatch) -> list[dict]:
     return calls
 
 
-def test_low_resolution_and_erasing_reach_training_only(tiny_folder, tmp_path, monkeypatch):
-    """``augment_low_resolution`` and ``augment_erase`` are handed to the training batches; validation images stay
-    as they are."""
+def test_low_resolution_erasing_and_mixup_reach_training_only(tiny_folder, tmp_path, monkeypatch):
+    """``augment_low_resolution``, ``augment_erase`` and ``mixup_alpha`` are handed to the training batches;
+    validation images stay as they are."""
     calls = _record_datasets(monkeypatch)
     config = TrainConfig(**{**RESUME_CONFIG, "name": "lowres", "epochs": 1, "augment": True,
-                            "augment_low_resolution": 0.25, "augment_erase": 0.5})
+                            "augment_low_resolution": 0.25, "augment_erase": 0.5, "mixup_alpha": 0.2})
     card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                               verbose=0)
-    handed = {c["training"]: (c["low_resolution"], c["erase"]) if c["augment"] else (0.0, 0.0) for c in calls}
-    assert handed == {True: (0.25, 0.5), False: (0.0, 0.0)}
-    assert (card["config"]["augment_low_resolution"], card["config"]["augment_erase"]) == (0.25, 0.5)
+    handed = {c["training"]: (c["low_resolution"], c["erase"], c["mixup"]) if c["augment"] else
+              (0.0, 0.0, c["mixup"]) for c in calls}
+    assert handed == {True: (0.25, 0.5, 0.2), False: (0.0, 0.0, 0.0)}
+    assert (card["config"]["augment_low_resolution"], card["config"]["augment_erase"],
+            card["config"]["mixup_alpha"]) == (0.25, 0.5, 0.2)
 
 
 def test_gender_loss_balances_by_a_power_of_its_own(tiny_folder, tmp_path, monkeypatch):

@@ -126,12 +126,40 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.
     return images
 
 
+def mix_batch(images: tf.Tensor, targets: dict[str, tf.Tensor], weights, seed: tf.Tensor, alpha: float):
+    """mixup (Zhang et al. 2018): each image blended with its partner, the image at the mirrored place in the batch.
+
+    The share of an image's own pixels is drawn per image from Beta(alpha, alpha); every target (soft age labels,
+    age, gender, teacher outputs) and the loss weights are blended with the same share, so a 30/70 mix of a
+    20-year-old woman and a 60-year-old man is taught as 48 years old and 30 % female. Batches are shuffled, so the
+    mirrored partner is a random one. With a small alpha most shares lie near 0 or 1: mostly one face, a little
+    of another. ``weights`` is None, one array, or a dict of arrays keyed like ``targets``.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    batch = tf.shape(images)[0]
+    own = tf.random.stateless_gamma((batch,), seeds[0], alpha)
+    other = tf.random.stateless_gamma((batch,), seeds[1], alpha)
+    total = own + other
+    # both draws can underflow to 0 at a small alpha; an even mix then, never 0/0
+    share = tf.where(total > 0, own / tf.maximum(total, 1e-30), 0.5)
+
+    def blend(values: tf.Tensor) -> tf.Tensor:
+        values = tf.convert_to_tensor(values)
+        lam = tf.reshape(tf.cast(share, values.dtype), tf.concat([[batch], tf.ones(tf.rank(values) - 1, tf.int32)], 0))
+        return lam * values + (1.0 - lam) * tf.reverse(values, axis=[0])
+
+    mixed = (blend(images), {name: blend(values) for name, values in targets.items()})
+    if weights is None:
+        return mixed
+    return (*mixed, {name: blend(w) for name, w in weights.items()} if isinstance(weights, dict) else blend(weights))
+
+
 def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, batch_size: int,
                  training: bool, augment: bool = False, seed: int = 42, age_distribution: bool = False,
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
                  sample_weights: np.ndarray | dict[str, np.ndarray] | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
-                 low_resolution: float = 0.0, erase: float = 0.0,
+                 low_resolution: float = 0.0, erase: float = 0.0, mixup: float = 0.0,
                  image_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
@@ -140,7 +168,10 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
 
     Shuffling and augmentation are seeded per epoch, so a run is repeatable. ``image_size`` shrinks the
     images to that side (area averaging, before augmentation): the early epochs of progressive resizing.
+    ``mixup`` > 0 blends the training batches after augmentation (:func:`mix_batch`, Beta(mixup, mixup)).
     """
+    if mixup < 0:
+        raise ValueError(f"mixup_alpha is 0 (off) or the positive alpha of Beta(alpha, alpha), not {mixup}")
     for setting, probability in (("augment_low_resolution", low_resolution), ("augment_erase", erase)):
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"{setting} is a probability between 0 and 1, not {probability}")
@@ -178,4 +209,11 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
             return (x, {**y, "age_dist": soft_age_labels(y["age_out"], age_sigma, age_sigma_per_year)}, *rest)
 
         ds = ds.map(add_soft_labels, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and mixup:
+        # a stream of its own, so the shuffle and augmentation draws stay those of a run without mixup
+        mix_seeds = tf.data.Dataset.random(seed=seed + 7_919).batch(2)
+        ds = tf.data.Dataset.zip((ds, mix_seeds)).map(
+            lambda batch, s: mix_batch(batch[0], batch[1], batch[2] if len(batch) > 2 else None,
+                                       tf.cast(s, tf.int32) % 2**30, mixup),
+            num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
