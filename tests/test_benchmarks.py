@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
+import gender_disagreements  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
@@ -25,6 +26,14 @@ def test_ensemble_summary_reports_overall_band_and_gender_figures():
     p_female = np.array([0.2, 0.9, 0.6, 0.4, 0.1, 0.7])  # two of six wrong
     line = ensemble_probe.summary(age, gender, pred, p_female)
     assert line == "MAE 3.00  bands 1.00 / 0.00 / 3.00 / 0.00 / 7.00  gender 66.67 %"
+
+
+def test_disagreements_are_the_faces_the_models_contradict_most_confident_first():
+    p_female = np.array([0.9, 0.2, 0.6, 0.05, 0.45, 0.5, 0.5])
+    labels = np.array([0, 0, 0, 1, 1, 1, 0])  # 1 = female
+    wrong, p_other = gender_disagreements.disagreements(p_female, labels)
+    np.testing.assert_allclose(p_other, [0.9, 0.2, 0.6, 0.95, 0.55, 0.5, 0.5])
+    assert wrong.tolist() == [3, 0, 2, 4, 6]  # 0.5 reads as female, as in the evaluation
 
 
 def test_ensemble_probe_needs_two_models(monkeypatch, capsys):
