@@ -30,6 +30,9 @@ from agegender.config import default_model_path, resolve_data_dir  # noqa: E402
 #: P(the other gender) above which a disagreement is counted; gender label smoothing 0.1 keeps a model's
 #: P(female) within about 0.05-0.95, so a level above 0.9 would count almost nothing
 CONFIDENCE_LEVELS = (0.5, 0.7, 0.8, 0.9)
+#: finer than the report bands at the young end, where the gender errors are
+OLDEST = 200  # the last group has no upper end
+AGE_GROUPS = ((0, 1), (2, 3), (4, 6), (7, 12), (13, 19), (20, 39), (40, 59), (60, OLDEST))
 
 
 def disagreements(p_female: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +67,10 @@ def main() -> None:
     n_wrong_children = int(children[wrong].sum())
     print(f"accuracy {100 * (1 - len(wrong) / n):.2f} %: {n_wrong_children} of {int(children.sum())} faces aged 0-12 "
           f"and {len(wrong) - n_wrong_children} of {int((~children).sum())} aged 13+ contradicted")
+    print("accuracy by age (years):", "; ".join(
+        f"{f'{lo}-{hi}' if hi < OLDEST else f'{lo}+'} {100 * (1 - np.isin(np.flatnonzero(band), wrong).mean()):.1f} % "
+        f"(n={int(band.sum())})"
+        for lo, hi in AGE_GROUPS if (band := (ages >= lo) & (ages <= hi)).any()))
     print("disagreements with the label by P(the other gender):")
     for level in CONFIDENCE_LEVELS:
         count = int((p_other > level).sum())
