@@ -269,10 +269,14 @@ def test_cli_predict_a_folder_means_the_images_inside_it(tiny_model, bad_folder,
                                  str(empty)])
     assert code == 0
     results = json.loads(out)
-    # the text and empty files do not look like images, so the folder does not stand for them
-    inside = [p for p in _bad_folder_files(bad_folder) if BAD_FILES.get(p.name) not in ("text", "empty")]
+    # every file named or made like an image is reported, the text and empty ".jpg" files as errors: a damaged photo
+    # in a folder is not dropped unseen
+    inside = _bad_folder_files(bad_folder)
     assert [r["path"] for r in results[:-1]] == [str(p) for p in inside]
     _check_results(results[:-1], inside)
+    by_name = {Path(r["path"]).name: r for r in results[:-1]}
+    for kind in ("text", "empty"):
+        assert ERRORS[kind] in by_name[BY_KIND[kind]]["error"]
     assert results[-1] == {"path": str(empty), "error": f"{empty}: a folder with no image files in it"}
 
 

@@ -293,12 +293,16 @@ def test_jpeg_frame_size_reads_the_header(tmp_path):
     assert jpeg_frame_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 20) is None  # scan before any frame
 
 
-def test_image_files_in_a_folder_are_found_by_content_sorted_and_not_recursive(tmp_path):
+def test_image_files_in_a_folder_are_found_by_content_or_name_sorted_and_not_recursive(tmp_path):
     photo = jpeg_bytes(Image.new("RGB", (8, 8)))
     (tmp_path / "b_no_extension").write_bytes(photo)  # found by its bytes, not its name
     (tmp_path / "a.jpg").write_bytes(photo)
     (tmp_path / ".hidden.jpg").write_bytes(photo)
-    (tmp_path / "notes.jpg").write_text("a text file with an image's name")
+    (tmp_path / "damaged.JPG").write_text("a text file with an image's name")  # kept, so reading it reports it
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("notes beside the photos")
+    (tmp_path / "faces.csv").write_text("x,y\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.jpg").write_bytes(photo)
-    assert image_files_in(tmp_path) == [tmp_path / "a.jpg", tmp_path / "b_no_extension"]
+    assert image_files_in(tmp_path) == [tmp_path / "a.jpg", tmp_path / "b_no_extension", tmp_path / "damaged.JPG",
+                                        tmp_path / "empty.png"]

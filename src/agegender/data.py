@@ -17,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .config import MAX_AGE, chosen_data_dir, resolve_data_dir
-from .images import has_image_signature
+from .images import IMAGE_EXTENSIONS, has_image_signature
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
 _NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?:(?P<race>[0-4])_)?(?P<stamp>\d{8,})(?:\D.*)?$")

@@ -44,6 +44,8 @@ def _check_mode(color_mode: str) -> str:
     return color_mode
 
 
+# Names that say "image": a folder keeps such files even when their bytes do not, to report them.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
 
@@ -58,11 +60,16 @@ def has_image_signature(source: str | os.PathLike | bytes) -> bool:
 
 
 def image_files_in(folder: str | os.PathLike) -> list[Path]:
-    """The files directly inside ``folder`` whose first bytes say they are images (JPEG, PNG, GIF, BMP, TIFF, WebP),
-    sorted by name; other files (notes, CSVs, hidden files) are left out, unreadable ones too."""
+    """The files directly inside ``folder`` that are images by their first bytes (JPEG, PNG, GIF, BMP, TIFF, WebP)
+    or by their name (``IMAGE_EXTENSIONS``), sorted by name. A file named like an image is kept even when it is
+    empty, unreadable or not an image, so that reading it reports the damage instead of dropping the photo
+    unseen; other files (notes, CSVs, hidden files, subfolders) are left out."""
     found = []
     for path in sorted(Path(folder).iterdir()):
         if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.name.lower().endswith(IMAGE_EXTENSIONS):
+            found.append(path)
             continue
         try:
             if has_image_signature(path):
