@@ -42,6 +42,7 @@ def test_export_is_recorded_and_matches(exported, tiny_model):
     lite = exported.with_suffix(".tflite")
     assert record["file"] == lite.name and record["bytes"] == lite.stat().st_size
     assert record["source_sha256"] == file_sha256(exported) and record["quantization"] == "float16"
+    assert record["sha256"] == file_sha256(lite)
     assert record["check"]["images"] == 8 and record["check"]["gender_agreement"] == 1.0
     images = _inputs(tiny_model)
     keras_out = predict_arrays(load_model(exported)[0], images)
@@ -87,7 +88,19 @@ def test_stale_or_damaged_export_is_not_served(exported, tmp_path):
     assert not isinstance(load_serving_model(path)[0], TFLiteModel)  # damaged: Keras serves
     with pytest.raises(ModelFileError, match="damaged"):
         load_serving_model(folder / "tiny.tflite")
+    good = exported.with_suffix(".tflite").read_bytes()
+    middle = len(good) // 2
+    # A truncated or altered flatbuffer can crash TFLite's interpreter outright (a truncated one does, measured
+    # with TensorFlow 2.20), so it must be caught against the card before an interpreter opens it.
+    for damaged, reason in ((good[:middle], "bytes where its card records"),
+                            (good[:middle] + bytes(b ^ 0xFF for b in good[middle:middle + 64]) + good[middle + 64:],
+                             "SHA-256")):
+        (folder / "tiny.tflite").write_bytes(damaged)
+        assert not isinstance(load_serving_model(path)[0], TFLiteModel)
+        with pytest.raises(ModelFileError, match=reason):
+            load_serving_model(folder / "tiny.tflite")
     shutil.copy(exported.with_suffix(".tflite"), folder / "tiny.tflite")
+    assert isinstance(load_serving_model(folder / "tiny.tflite")[0], TFLiteModel)
     model, _ = load_model(path)
     model.save(path)  # retrained (different bytes): the export no longer matches
     assert not isinstance(load_serving_model(path)[0], TFLiteModel)

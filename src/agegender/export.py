@@ -75,7 +75,7 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
         if os.path.exists(tmp):
             os.remove(tmp)
     record = {"file": out_path.name, "quantization": quantization, "bytes": out_path.stat().st_size,
-              "source_sha256": file_sha256(model_path),
+              "sha256": file_sha256(out_path), "source_sha256": file_sha256(model_path),
               "check": {"images": int(len(check_images)), "max_age_diff_years": round(age_diff, 4),
                         "mean_age_diff_years": round(mean_age_diff, 4),
                         "max_p_female_diff": round(prob_diff, 5),

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import keras
 
 from . import models as _models  # noqa: F401  (registers the custom layers for loading)
+
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(RuntimeError):
@@ -84,11 +88,34 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
         raise ModelFileError(f"model file {path} not found. Train one with `agegender train` "
                              f"(see README) or pass --model PATH to an existing .keras file.")
     card = read_card(path)
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        # Keras would report such a file as "not found"; a .keras file is a zip archive, so this one is cut short
+        # (an interrupted copy or download) or is something else under that name.
+        raise ModelFileError(f"model file {path} is damaged or not a Keras model: not a complete .keras (zip) "
+                             "archive; copy or train it again")
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as exc:  # zip, h5 and config errors all mean the same thing to the user
         raise ModelFileError(f"model file {path} is damaged or not a Keras model: {type(exc).__name__}: {exc}") from None
     return model, card
+
+
+def export_damage(lite: str | os.PathLike, card: dict) -> str | None:
+    """Why the TFLite file ``lite`` is not the export its card records, or None if it is (or nothing is recorded).
+
+    Checked before an interpreter opens the file: TFLite trusts a flatbuffer's offsets, so a truncated or
+    altered export can crash the whole process instead of raising an error.
+    """
+    lite = Path(lite)
+    record = card.get("tflite")
+    if not record or record.get("file") != lite.name:
+        return None
+    size = lite.stat().st_size
+    if record.get("bytes") is not None and size != record["bytes"]:
+        return f"it has {size:,} bytes where its card records {record['bytes']:,}"
+    if record.get("sha256") and file_sha256(lite) != record["sha256"]:
+        return "its SHA-256 is not the one its card records"
+    return None
 
 
 def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -> tuple[Any, dict]:
@@ -106,6 +133,10 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
             raise ModelFileError(f"model file {path} not found. Create it with `agegender export --model "
                                  f"{path.with_suffix('.keras')}`.")
         card = read_card(path)
+        damage = export_damage(path, card)
+        if damage:
+            raise ModelFileError(f"model file {path} is damaged: {damage}. Write it again with `agegender export "
+                                 f"--model {path.with_suffix('.keras')}`.")
         try:
             return TFLiteModel(path), card
         except ValueError as exc:
@@ -115,10 +146,14 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
         record = card.get("tflite")
         lite = path.with_name(record["file"]) if record else None
         if lite is not None and lite.is_file() and record.get("source_sha256") == file_sha256(path):
-            try:
-                return TFLiteModel(lite), card
-            except ValueError:
-                pass  # a damaged export: the Keras model still serves
+            damage = export_damage(lite, card)
+            if damage:
+                log.warning("not serving %s (%s): the Keras model serves instead", lite, damage)
+            else:
+                try:
+                    return TFLiteModel(lite), card
+                except ValueError as exc:
+                    log.warning("not serving %s (%s): the Keras model serves instead", lite, exc)
     return load_model(path)
 
 
