@@ -1,4 +1,4 @@
-"""Command line: ``agegender train | evaluate | predict``."""
+"""Command line: ``agegender train | combine | evaluate | export | predict``."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def _train_vgg16(args: argparse.Namespace) -> int:
     return 0
 
 
+def _combine(args: argparse.Namespace) -> int:
+    from .ensemble import combine
+
+    card = combine(args.models, args.name, args.data, models_dir=Path(args.models_dir))
+    val, test = card["metrics"]["val"], card["metrics"]["test"]
+    print(f"{card['name']}: mean of {len(card['members'])} models; val age MAE {val['age_mae']:.2f} y, gender "
+          f"{100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
+          f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in all)")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder, format_report
 
@@ -127,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=str(MODELS_DIR))
     p.add_argument("--runs-dir", default=str(RUNS_DIR))
     p.set_defaults(func=_train_vgg16)
+
+    p = sub.add_parser("combine", help="average trained models (one input, their own backbones) into one model")
+    p.add_argument("models", nargs="+", help="two or more model .keras files, trained on the same data")
+    p.add_argument("--name", required=True, help="the combined model's name: written as MODELS_DIR/NAME.keras")
+    p.add_argument("--data", help="UTKFace folder the models were trained on (default: as for train)")
+    p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the combined model and card go")
+    p.set_defaults(func=_combine)
 
     p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder")
     p.add_argument("folder", nargs="?", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")

@@ -536,21 +536,28 @@ def machine_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return f"{description}, {processor}" if processor else description
 
 
+def split_metrics(model: keras.Model, tta: dict[str, Any], arrays: dict, train_rows: pd.DataFrame,
+                  fit_splits: Collection[str] = ("train",)) -> dict[str, dict]:
+    """The card's metrics of ``model`` on the val and test splits, served with the test-time views ``tta``."""
+    metrics = {}
+    for split in ("val", "test"):
+        images, rows = arrays[split]
+        preds = predict_arrays(model, images, **tta)
+        metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
+                                              train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
+                                              age_dist=preds.get("age_dist"))
+        if split in fit_splits:
+            metrics[split]["seen_in_training"] = True  # in-sample figures (a refit on train + val)
+    return metrics
+
+
 def model_card(model: keras.Model, config: TrainConfig, data_info: dict, state: dict,
                arrays: dict, train_rows: pd.DataFrame, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Everything a consumer needs: input spec, provenance, timings and metrics.
 
     ``train_rows`` are the rows the network was fitted on (train, or train + val for a refit).
     """
-    metrics = {}
-    for split in ("val", "test"):
-        images, rows = arrays[split]
-        preds = predict_arrays(model, images, **tta_settings(config.to_dict()))
-        metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
-                                              train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
-                                              age_dist=preds.get("age_dist"))
-        if split in data_info["fit_splits"]:
-            metrics[split]["seen_in_training"] = True  # in-sample figures (a refit on train + val)
+    metrics = split_metrics(model, tta_settings(config.to_dict()), arrays, train_rows, data_info["fit_splits"])
     seconds = state["epoch_seconds"]
     images_per_epoch = len(train_rows)
     previous = _previous_stage(config.init_weights and _init_path(config.init_weights, models_dir))

@@ -1,0 +1,141 @@
+"""Several trained AgeNets averaged into one network: `agegender combine`.
+
+Models with different backbones err on different faces more than two runs of one recipe do
+(``benchmarks/results/recipes.md``), so the mean of their P(female) and of their age distributions
+is better than either. The combined network is one Keras model with the outputs of a single AgeNet
+(``gender_out``, ``age_dist``, ``age_out``), so evaluation, export and serving treat it like any model;
+its age read-out is chosen on val like a trained model's, and its card adds up what the members'
+training cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+from keras import layers
+
+from .config import MODELS_DIR, TrainConfig
+from .evaluate import tta_settings
+from .modelio import ModelFileError, file_sha256, load_model, save_model_atomic
+from .models import ExpectedAge
+from .train import _load_arrays, choose_age_readout, machine_description, split_metrics
+
+# What the members must share to be averaged: the same input, served the same way, on the same split.
+_SHARED_INPUT = ("image_size", "color_mode", "resize")
+
+
+def build_ensemble(members: Sequence[keras.Model], name: str = "agenet_ensemble") -> keras.Model:
+    """One network that averages the members' P(female) and age distributions (their expectation is ``age_out``).
+
+    Each member keeps its own weights inside as a sub-model (``member_1``, ``member_2``, ...).
+    """
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two models")
+    shapes = {tuple(member.input_shape[1:]) for member in members}
+    if len(shapes) != 1:
+        raise ValueError(f"the models take different inputs {sorted(shapes)}; they cannot share one")
+    inputs = keras.Input(shape=shapes.pop(), name="image")
+    genders, dists = [], []
+    for index, member in enumerate(members, start=1):
+        if "age_dist" not in member.output_names:
+            raise ValueError(f"model {member.name!r} has no age distribution to average")
+        own = keras.Model(member.input, {"gender_out": member.get_layer("gender_out").output,
+                                         "age_dist": member.get_layer("age_dist").output}, name=f"member_{index}")
+        out = own(inputs)
+        genders.append(out["gender_out"])
+        dists.append(out["age_dist"])
+    dist = layers.Average(name="age_dist")(dists)
+    outputs = {"gender_out": layers.Average(name="gender_out")(genders), "age_dist": dist,
+               "age_out": ExpectedAge(name="age_out")(dist)}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _check_members(cards: Sequence[dict], paths: Sequence[Path]) -> None:
+    first = cards[0]
+    for card, path in zip(cards[1:], paths[1:]):
+        for key in _SHARED_INPUT:
+            if card["input"].get(key) != first["input"].get(key):
+                raise ValueError(f"{path} takes input {key}={card['input'].get(key)!r}, {paths[0]} "
+                                 f"{first['input'].get(key)!r}: members must share their input")
+        if tta_settings(card) != tta_settings(first):
+            raise ValueError(f"{path} is served with test-time views {tta_settings(card)}, {paths[0]} with "
+                             f"{tta_settings(first)}: members must be served alike")
+        if card["data"].get("fingerprint") != first["data"].get("fingerprint"):
+            raise ValueError(f"{path} and {paths[0]} were trained on different data (fingerprints "
+                             f"{card['data'].get('fingerprint')} and {first['data'].get('fingerprint')})")
+    for card, path in zip(cards, paths):
+        if card["data"].get("fit_splits", ["train"]) != ["train"]:
+            raise ValueError(f"{path} was fitted on {card['data']['fit_splits']}: its val figures are in-sample, "
+                             "so the ensemble's read-out could not be chosen on val")
+
+
+def _member_record(path: Path, card: dict) -> dict[str, Any]:
+    training = card.get("training", {})
+    return {"file": path.name, "name": card.get("name"), "sha256": file_sha256(path),
+            "backbone": card.get("config", {}).get("model_kwargs", {}).get("backbone", "lite0"),
+            "parameters": card.get("parameters"), "config": card.get("config"),
+            "epochs_completed": training.get("epochs_completed"),
+            "wall_seconds_all_stages": training.get("wall_seconds_all_stages", training.get("wall_seconds")),
+            "machine": training.get("machine"),
+            "metrics": {split: {k: card["metrics"][split][k] for k in ("age_mae", "gender_accuracy")}
+                        for split in ("val", "test") if split in card.get("metrics", {})}}
+
+
+def combine(member_paths: Sequence[str | os.PathLike], name: str, folder: str | os.PathLike | None = None, *,
+            models_dir: Path = MODELS_DIR) -> dict[str, Any]:
+    """Average the models at ``member_paths`` into ``models_dir/<name>.keras`` with its card; returns the card.
+
+    The members must share input and test-time views and have been trained on this data (the card's
+    fingerprint), on the train split only. The card's training time is the sum of the members'.
+    """
+    paths = [Path(path) for path in member_paths]
+    if len(paths) < 2:
+        raise ValueError("give at least two models to combine")
+    if len({path.resolve() for path in paths}) != len(paths):
+        raise ValueError("the same model is named twice; an ensemble averages different models")
+    output = Path(models_dir) / f"{name}.keras"
+    if output.resolve() in {path.resolve() for path in paths}:
+        raise ValueError(f"{output} is one of the members; write the ensemble under another name")
+    loaded = [load_model(path) for path in paths]
+    cards = [card for _, card in loaded]
+    _check_members(cards, paths)
+    config = dataclasses.replace(TrainConfig.from_dict(cards[0]["config"]), age_readout="val")
+    arrays, data_info = _load_arrays(config, folder)
+    if data_info["fingerprint"] != cards[0]["data"].get("fingerprint"):
+        raise ModelFileError(f"the models were trained on other data (fingerprint {cards[0]['data'].get('fingerprint')}) "
+                             f"than {data_info['folder']} ({data_info['fingerprint']}); their val and test "
+                             "splits would not be the ones they never saw")
+    data_info["fit_splits"] = ["train"]
+    model, readout = choose_age_readout(build_ensemble([m for m, _ in loaded], name=name), config, *arrays["val"])
+    tta = tta_settings(cards[0])
+    members = [_member_record(path, card) for path, card in zip(paths, cards)]
+    seconds = float(sum(member["wall_seconds_all_stages"] or 0.0 for member in members))
+    card = {
+        "name": name,
+        "architecture": "ensemble",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": int(model.count_params()),
+        "input": cards[0]["input"],
+        "outputs": {"gender_out": "P(female), the members' mean", "age_out": "age in years",
+                    "age_dist": "P(age = 0..116), the members' mean"},
+        **tta,
+        "members": members,
+        "data": data_info,
+        "training": {
+            # the members are trained one after another, so the ensemble's training time is their sum
+            "wall_seconds": round(seconds, 1), "wall_seconds_all_stages": round(seconds, 1),
+            "epochs_completed": "+".join(str(member["epochs_completed"]) for member in members),
+            "machine": " / ".join(sorted({member["machine"] for member in members if member["machine"]}))
+                       or machine_description(),
+        },
+        "metrics": split_metrics(model, tta, arrays, arrays["train"][1]),
+        "age_readout": readout,
+    }
+    save_model_atomic(model, output, card)
+    return card
