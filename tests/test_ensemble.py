@@ -111,3 +111,46 @@ def test_combine_refuses_what_cannot_be_averaged(members, tiny_folder, small_fol
     assert main(["combine", str(members[0]), str(other), "--name", "x", *out]) == 2
     assert "in-sample" in capsys.readouterr().err
     assert not (tmp_path / "x.keras").exists()
+
+
+def _recipe(tmp_path, members, **extra) -> str:
+    for name, seed, widths in (("narrow", 1, [8]), ("wide", 2, [8, 16])):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**MEMBER, "name": name, "seed": seed,
+                                                           "model_kwargs": {"widths": widths}}))
+    path = tmp_path / "pair.json"
+    path.write_text(json.dumps({"name": "pair", "members": members, **extra}))
+    return str(path)
+
+
+def test_an_ensemble_recipe_trains_its_members_and_combines_them_with_one_command(tiny_folder, tmp_path, monkeypatch):
+    import agegender.train as train_module
+
+    recipe = _recipe(tmp_path, [{"config": "narrow.json"}, {"config": "wide.json", "seed": 3}])
+    argv = ["train", "--config", recipe, "--data", str(tiny_folder), "--models-dir", str(tmp_path / "models"),
+            "--runs-dir", str(tmp_path / "runs"), "--set", "limit=24"]
+    assert main(argv) == 0
+    model, card = load_model(tmp_path / "models" / "pair.keras")
+    assert [m["file"] for m in card["members"]] == ["narrow.keras", "wide.keras"]
+    assert card["members"][1]["config"]["seed"] == 3  # a member's own change
+    assert all(m["config"]["limit"] == 24 for m in card["members"])  # --set reaches every member
+    assert (tmp_path / "runs" / "pair_members" / "wide.keras").is_file()
+    # run again (e.g. after an interruption): the finished members are not trained again
+    begun: list[int] = []
+    monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", lambda cb, epoch, logs=None: begun.append(epoch))
+    assert main(argv) == 0 and begun == []
+
+
+@pytest.mark.parametrize("members, extra, message", [
+    ([{"config": "narrow.json"}], {}, "two or more"),
+    ([{"config": "narrow.json"}, "wide.json"], {}, "two or more"),
+    ([{"config": "narrow.json"}, {"config": "wide.json"}], {"seed": 1}, "unknown ensemble recipe settings"),
+    ([{"config": "narrow.json"}, {"config": "narrow.json"}], {}, "names of their own"),
+    ([{"config": "narrow.json"}, {"config": "wide.json", "name": "pair"}], {}, "names of their own"),
+    ([{"config": "narrow.json"}, {"config": "wide.json", "epoch": 1}], {}, "unknown training settings"),
+])
+def test_bad_ensemble_recipes_are_refused_before_training(tiny_folder, tmp_path, capsys, members, extra, message):
+    recipe = _recipe(tmp_path, members, **extra)
+    assert main(["train", "--config", recipe, "--data", str(tiny_folder), "--models-dir", str(tmp_path / "m"),
+                 "--runs-dir", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

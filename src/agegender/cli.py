@@ -34,8 +34,11 @@ def _key_values(items: list[str] | None, option: str) -> dict:
 
 def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
+    from .ensemble import EnsembleRecipe
     from .train import train
 
+    if args.config and EnsembleRecipe.describes(args.config):
+        return _train_ensemble(args)
     values = {**(TrainConfig.from_json(args.config).to_dict() if args.config else {}), **_key_values(args.set, "--set")}
     model_args = _key_values(args.model_arg, "--model-arg")
     if model_args:
@@ -66,14 +69,28 @@ def _train_vgg16(args: argparse.Namespace) -> int:
     return 0
 
 
-def _combine(args: argparse.Namespace) -> int:
-    from .ensemble import combine
+def _train_ensemble(args: argparse.Namespace) -> int:
+    from .ensemble import EnsembleRecipe, train_ensemble
 
-    card = combine(args.models, args.name, args.data, models_dir=Path(args.models_dir))
+    if args.model_arg:
+        raise ValueError("--model-arg does not apply to an ensemble recipe; set member fields in its file")
+    card = train_ensemble(EnsembleRecipe.from_json(args.config), args.data, models_dir=Path(args.models_dir),
+                          runs_dir=Path(args.runs_dir), overrides=_key_values(args.set, "--set"), fresh=args.fresh)
+    _print_ensemble(card)
+    return 0
+
+
+def _print_ensemble(card: dict) -> None:
     val, test = card["metrics"]["val"], card["metrics"]["test"]
     print(f"{card['name']}: mean of {len(card['members'])} models; val age MAE {val['age_mae']:.2f} y, gender "
           f"{100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
           f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in all)")
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from .ensemble import combine
+
+    _print_ensemble(combine(args.models, args.name, args.data, models_dir=Path(args.models_dir)))
     return 0
 
 
@@ -119,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (resumes an interrupted run of the same config)")
-    p.add_argument("--config", help="JSON file with TrainConfig fields (see agegender.config)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (see agegender.config), or an ensemble "
+                                    "recipe listing members (see agegender.ensemble)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field, e.g. --set epochs=5")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model builder")
     p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,11 +21,11 @@ from typing import Any
 import keras
 from keras import layers
 
-from .config import MODELS_DIR, TrainConfig
+from .config import MODELS_DIR, RUNS_DIR, TrainConfig
 from .evaluate import tta_settings
 from .modelio import ModelFileError, file_sha256, load_model, save_model_atomic
 from .models import ExpectedAge
-from .train import _load_arrays, choose_age_readout, machine_description, split_metrics
+from .train import _load_arrays, choose_age_readout, machine_description, split_metrics, train
 
 # What the members must share to be averaged: the same input, served the same way, on the same split.
 _SHARED_INPUT = ("image_size", "color_mode", "resize")
@@ -139,3 +140,65 @@ def combine(member_paths: Sequence[str | os.PathLike], name: str, folder: str | 
     }
     save_model_atomic(model, output, card)
     return card
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleRecipe:
+    """How to train an ensemble with one command: its name and its members' training configs.
+
+    A JSON file ``{"name": ..., "members": [{"config": "agenet.json", "name": ...}, ...]}``: each member is a
+    training config file (a path relative to the recipe's folder) and any fields of it to change. The members
+    are trained one after another, then combined (:func:`combine`) into ``<name>.keras``.
+    """
+
+    name: str
+    members: tuple[dict[str, Any], ...]
+    folder: Path = Path(".")
+
+    @staticmethod
+    def describes(path: str | os.PathLike) -> bool:
+        """Whether the config file at ``path`` is an ensemble recipe (it lists members) rather than one run's."""
+        values = json.loads(Path(path).read_text())
+        return isinstance(values, dict) and "members" in values
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> EnsembleRecipe:
+        path = Path(path)
+        values = json.loads(path.read_text())
+        unknown = set(values) - {"name", "members"}
+        if unknown:
+            raise ValueError(f"{path}: unknown ensemble recipe settings {sorted(unknown)}; it takes name and members")
+        members = values.get("members")
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) and "config" in m
+                                                                         for m in members):
+            raise ValueError(f"{path}: members must list two or more entries like {{'config': FILE, ...}}")
+        if not values.get("name"):
+            raise ValueError(f"{path}: an ensemble recipe needs a name (the model file it writes)")
+        return cls(name=values["name"], members=tuple(members), folder=path.parent)
+
+    def member_configs(self, **overrides: Any) -> list[TrainConfig]:
+        """The members' training configs, each with ``overrides`` on top (e.g. ``epochs=1`` for a quick run)."""
+        configs = []
+        for member in self.members:
+            settings = {k: v for k, v in member.items() if k != "config"}
+            configs.append(TrainConfig.from_json(self.folder / member["config"], **{**settings, **overrides}))
+        names = [config.output_name for config in configs]
+        if len(set(names)) != len(names) or self.name in names:
+            raise ValueError(f"ensemble {self.name!r}: its members need names of their own, got {names}")
+        return configs
+
+
+def train_ensemble(recipe: EnsembleRecipe, folder: str | os.PathLike | None = None, *,
+                   models_dir: Path = MODELS_DIR, runs_dir: Path = RUNS_DIR, overrides: dict[str, Any] | None = None,
+                   fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
+    """Train (or resume) each member, then combine them into ``models_dir/<name>.keras``. Returns its card.
+
+    The members' models go to ``runs_dir/<name>_members/`` and their checkpoints to ``runs_dir`` as usual, so an
+    interrupted ensemble resumes with the member it was training.
+    """
+    members_dir = Path(runs_dir) / f"{recipe.name}_members"
+    paths = []
+    for config in recipe.member_configs(**(overrides or {})):
+        train(config, folder, models_dir=members_dir, runs_dir=Path(runs_dir), fresh=fresh, verbose=verbose)
+        paths.append(members_dir / f"{config.output_name}.keras")
+    return combine(paths, recipe.name, folder, models_dir=models_dir)
