@@ -133,11 +133,21 @@ def test_an_ensemble_recipe_trains_its_members_and_combines_them_with_one_comman
     assert [m["file"] for m in card["members"]] == ["narrow.keras", "wide.keras"]
     assert card["members"][1]["config"]["seed"] == 3  # a member's own change
     assert all(m["config"]["limit"] == 24 for m in card["members"])  # --set reaches every member
+    assert all(m["history"] and m["history"][0]["epoch"] == 1 for m in card["members"])  # for the plots
     assert (tmp_path / "runs" / "pair_members" / "wide.keras").is_file()
     # run again (e.g. after an interruption): the finished members are not trained again
     begun: list[int] = []
     monkeypatch.setattr(train_module._EpochCheckpoint, "on_epoch_begin", lambda cb, epoch, logs=None: begun.append(epoch))
     assert main(argv) == 0 and begun == []
+    # the notebooks' entry point reads either kind of config file
+    from agegender.ensemble import train_from_config
+
+    again = train_from_config(recipe, tiny_folder, overrides={"limit": 24}, models_dir=tmp_path / "models",
+                              runs_dir=tmp_path / "runs", verbose=0)
+    single = train_from_config(tmp_path / "narrow.json", tiny_folder, overrides={"limit": 24},
+                               models_dir=tmp_path / "single", runs_dir=tmp_path / "runs", verbose=0)
+    assert begun == [] and again["metrics"] == card["metrics"]
+    assert single["name"] == "narrow" and "members" not in single
 
 
 @pytest.mark.parametrize("members, extra, message", [

@@ -31,3 +31,10 @@ def test_card_training_curves_read_the_refit_flag_from_the_card():
     refit = {"training": {"history": HISTORY}, "metrics": {"val": {"age_mae": 3.0, "seen_in_training": True}}}
     assert _legends(plots.card_training_curves(held_out))[0] == ["train", "validation"]
     assert _legends(plots.card_training_curves(refit))[0] == ["train", "validation (in training: a refit)"]
+
+
+def test_card_training_curves_of_an_ensemble_draw_each_member():
+    card = {"members": [{"name": "lite0", "history": HISTORY}, {"name": "lite2", "history": HISTORY}],
+            "training": {}, "metrics": {"val": {}}}
+    assert _legends(plots.card_training_curves(card)) == [
+        ["lite0: train", "lite0: validation", "lite2: train", "lite2: validation"]] * 3

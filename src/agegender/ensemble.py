@@ -83,7 +83,7 @@ def _member_record(path: Path, card: dict) -> dict[str, Any]:
             "parameters": card.get("parameters"), "config": card.get("config"),
             "epochs_completed": training.get("epochs_completed"),
             "wall_seconds_all_stages": training.get("wall_seconds_all_stages", training.get("wall_seconds")),
-            "machine": training.get("machine"),
+            "machine": training.get("machine"), "history": training.get("history", []),
             "metrics": {split: {k: card["metrics"][split][k] for k in ("age_mae", "gender_accuracy")}
                         for split in ("val", "test") if split in card.get("metrics", {})}}
 
@@ -202,3 +202,17 @@ def train_ensemble(recipe: EnsembleRecipe, folder: str | os.PathLike | None = No
         train(config, folder, models_dir=members_dir, runs_dir=Path(runs_dir), fresh=fresh, verbose=verbose)
         paths.append(members_dir / f"{config.output_name}.keras")
     return combine(paths, recipe.name, folder, models_dir=models_dir)
+
+
+def train_from_config(path: str | os.PathLike, folder: str | os.PathLike | None = None, *,
+                      overrides: dict[str, Any] | None = None, models_dir: Path = MODELS_DIR,
+                      runs_dir: Path = RUNS_DIR, verbose: int = 2) -> dict[str, Any]:
+    """Train what the config file at ``path`` describes, one run or an ensemble recipe; returns the model card.
+
+    ``overrides`` change fields of the run (of every member, for an ensemble), e.g. ``{"epochs": 1}``.
+    """
+    if EnsembleRecipe.describes(path):
+        return train_ensemble(EnsembleRecipe.from_json(path), folder, models_dir=models_dir, runs_dir=runs_dir,
+                              overrides=overrides, verbose=verbose)
+    config = TrainConfig.from_json(path, **(overrides or {}))
+    return train(config, folder, models_dir=models_dir, runs_dir=runs_dir, verbose=verbose)

@@ -70,15 +70,24 @@ def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]], *, val_in_
 
     ``val_in_training``: the run was a refit on train + val, so its val curve is not held out and is labelled so.
     """
-    history = pd.DataFrame(history)
-    epochs = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+    return runs_training_curves({"": history}, val_in_training=val_in_training)
+
+
+def runs_training_curves(histories: dict[str, pd.DataFrame | Sequence[dict[str, Any]]], *,
+                         val_in_training: bool = False) -> plt.Figure:
+    """:func:`training_curves` of several runs on the same axes, each labelled with its name (e.g. an ensemble's
+    members)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, key, title in zip(axes, ("gender_out_accuracy", "gender_out_loss", "age_out_mae"),
-                              ("Gender accuracy", "Gender loss", "Age MAE (years)")):
-        ax.plot(epochs, history[key], marker="o", label="train")
-        if f"val_{key}" in history:
-            ax.plot(epochs, history[f"val_{key}"], marker="o",
-                    label="validation (in training: a refit)" if val_in_training else "validation")
+    for name, history in histories.items():
+        history = pd.DataFrame(history)
+        epochs = history["epoch"] if "epoch" in history else np.arange(1, len(history) + 1)
+        prefix = f"{name}: " if name else ""
+        for ax, key in zip(axes, ("gender_out_accuracy", "gender_out_loss", "age_out_mae")):
+            ax.plot(epochs, history[key], marker="o", label=f"{prefix}train")
+            if f"val_{key}" in history:
+                ax.plot(epochs, history[f"val_{key}"], marker="o",
+                        label=prefix + ("validation (in training: a refit)" if val_in_training else "validation"))
+    for ax, title in zip(axes, ("Gender accuracy", "Gender loss", "Age MAE (years)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend()
@@ -87,8 +96,12 @@ def training_curves(history: pd.DataFrame | Sequence[dict[str, Any]], *, val_in_
 
 
 def card_training_curves(card: dict[str, Any]) -> plt.Figure:
-    """:func:`training_curves` of a model card's history; a refit's val curve is labelled as not held out."""
+    """:func:`training_curves` of a model card's history; a refit's val curve is labelled as not held out.
+
+    An ensemble's card holds its members' histories: each is drawn, named after its member."""
     val = card.get("metrics", {}).get("val", {})
+    if "members" in card:
+        return runs_training_curves({m["name"]: m["history"] for m in card["members"]})
     return training_curves(card["training"]["history"], val_in_training=bool(val.get("seen_in_training")))
 
 
