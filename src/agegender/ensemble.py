@@ -23,9 +23,9 @@ from keras import layers
 
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig
 from .evaluate import tta_settings
-from .modelio import ModelFileError, file_sha256, load_model, save_model_atomic
+from .modelio import file_sha256, load_model, save_model_atomic
 from .models import ExpectedAge
-from .train import _load_arrays, choose_age_readout, machine_description, split_metrics, train
+from .train import choose_age_readout, load_arrays, split_metrics, train
 
 # What the members must share to be averaged: the same input, served the same way, on the same split.
 _SHARED_INPUT = ("image_size", "color_mode", "resize")
@@ -79,7 +79,6 @@ def _check_members(cards: Sequence[dict], paths: Sequence[Path]) -> None:
 def _member_record(path: Path, card: dict) -> dict[str, Any]:
     training = card.get("training", {})
     return {"file": path.name, "name": card.get("name"), "sha256": file_sha256(path),
-            "backbone": card.get("config", {}).get("model_kwargs", {}).get("backbone", "lite0"),
             "parameters": card.get("parameters"), "config": card.get("config"),
             "epochs_completed": training.get("epochs_completed"),
             "wall_seconds_all_stages": training.get("wall_seconds_all_stages", training.get("wall_seconds")),
@@ -107,9 +106,10 @@ def combine(member_paths: Sequence[str | os.PathLike], name: str, folder: str | 
     cards = [card for _, card in loaded]
     _check_members(cards, paths)
     config = dataclasses.replace(TrainConfig.from_dict(cards[0]["config"]), age_readout="val")
-    arrays, data_info = _load_arrays(config, folder)
+    # the training faces' labels are needed (the metrics' baselines), not their pixels
+    arrays, data_info = load_arrays(config, folder, decode=("val", "test"))
     if data_info["fingerprint"] != cards[0]["data"].get("fingerprint"):
-        raise ModelFileError(f"the models were trained on other data (fingerprint {cards[0]['data'].get('fingerprint')}) "
+        raise ValueError(f"the models were trained on other data (fingerprint {cards[0]['data'].get('fingerprint')}) "
                              f"than {data_info['folder']} ({data_info['fingerprint']}); their val and test "
                              "splits would not be the ones they never saw")
     data_info["fit_splits"] = ["train"]
@@ -132,8 +132,7 @@ def combine(member_paths: Sequence[str | os.PathLike], name: str, folder: str | 
             # the members are trained one after another, so the ensemble's training time is their sum
             "wall_seconds": round(seconds, 1), "wall_seconds_all_stages": round(seconds, 1),
             "epochs_completed": "+".join(str(member["epochs_completed"]) for member in members),
-            "machine": " / ".join(sorted({member["machine"] for member in members if member["machine"]}))
-                       or machine_description(),
+            "machine": " / ".join(sorted({member["machine"] for member in members if member["machine"]})) or None,
         },
         "metrics": split_metrics(model, tta, arrays, arrays["train"][1]),
         "age_readout": readout,

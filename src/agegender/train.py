@@ -192,7 +192,10 @@ def _budgeted_schedule(optimizer: keras.optimizers.Optimizer | None) -> Budgeted
     return schedule if isinstance(schedule, BudgetedCosineDecay) else None
 
 
-def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple[dict, dict]:
+def load_arrays(config: TrainConfig, folder: str | os.PathLike | None,
+                decode: Collection[str] = tuple(SPLIT_FRACTIONS)) -> tuple[dict, dict]:
+    """``{split: (images, rows)}`` and the card's data facts; splits not in ``decode`` get their rows only
+    (images None), for a caller that needs their labels and not their pixels."""
     report = SkipReport()
     frame = load_utkface(folder, report=report)
     arrays: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
@@ -203,6 +206,9 @@ def _load_arrays(config: TrainConfig, folder: str | os.PathLike | None) -> tuple
             part = spread_subset(part, config.limit)
         if part.empty:
             raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty; need more images")
+        if split not in decode:
+            arrays[split] = (None, part)
+            continue
         images, rows, errors = load_split_arrays(part, config.image_size, config.color_mode, resize=config.resize)
         undecodable.update(errors)
         arrays[split] = (images, rows)
@@ -323,7 +329,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     models_dir, runs_dir = Path(models_dir), Path(runs_dir)
     run_dir = runs_dir / config.output_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    arrays, data_info = _load_arrays(config, folder)
+    arrays, data_info = load_arrays(config, folder)
     data_info["fit_splits"] = _fit_splits(config)
     (x_train, train_rows), (x_val, val_rows) = _fit_arrays(arrays, data_info["fit_splits"]), arrays["val"]
     steps = int(np.ceil(len(x_train) / config.batch_size))
