@@ -111,6 +111,7 @@ class TrainConfig:
     teacher_gender_weight: float = 0.0  # mix the teacher's out-of-fold P(female) into gender targets (0 = off)
     teacher_gender_min_age: int = 13  # ... only for faces this old or older (the descriptor is weak on children)
     train_on_val: bool = False  # fit on train + val: the final refit of a recipe already chosen on val (val then in-sample)
+    exclude_faces: str | None = None  # a list of training faces to leave out (agegender.cleaning); val/test keep all
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from .cleaning import FaceListError, read_face_list
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
 from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
 from .evaluate import evaluate_predictions, predict_arrays, tta_settings
@@ -198,10 +199,13 @@ def load_arrays(config: TrainConfig, folder: str | os.PathLike | None,
     (images None), for a caller that needs their labels and not their pixels."""
     report = SkipReport()
     frame = load_utkface(folder, report=report)
+    left_out, exclusion = _excluded_training_faces(config, frame)
     arrays: dict[str, tuple[np.ndarray, pd.DataFrame]] = {}
     undecodable: dict[str, str] = {}
     for split in SPLIT_FRACTIONS:
         part = frame[frame["split"] == split]
+        if split == "train" and left_out:
+            part = part[~part["filename"].isin(left_out)]
         if config.limit:
             part = spread_subset(part, config.limit)
         if part.empty:
@@ -218,7 +222,27 @@ def load_arrays(config: TrainConfig, folder: str | os.PathLike | None,
                  "skipped": report.to_dict(), "undecodable": len(undecodable),
                  "split": {"method": "sha1(file name) -> uniform in [0,1) -> train < 0.8 <= val < 0.9 <= test",
                            "fractions": SPLIT_FRACTIONS}}
+    if exclusion:
+        data_info["excluded"] = exclusion
     return arrays, data_info
+
+
+def _excluded_training_faces(config: TrainConfig, frame: pd.DataFrame) -> tuple[set[str], dict | None]:
+    """The training faces ``config.exclude_faces`` lists, and the card's note of them (none without a list).
+
+    A list that names val or test faces is refused: leaving faces out of the evaluation splits would make the
+    run's figures incomparable with every other run's."""
+    if not config.exclude_faces:
+        return set(), None
+    listed, sha1 = read_face_list(config.exclude_faces)
+    held_out = frame[(frame["split"] != "train") & frame["filename"].isin(listed)]
+    if not held_out.empty:
+        raise FaceListError(f"{config.exclude_faces} lists {len(held_out)} val/test faces (e.g. "
+                            f"{held_out['filename'].iloc[0]}); only training faces may be left out")
+    present = listed & set(frame["filename"])
+    log.info("leaving out %d training faces listed in %s (%d listed)", len(present), config.exclude_faces, len(listed))
+    return present, {"list": str(config.exclude_faces), "sha1": sha1, "listed": len(listed),
+                     "left_out": len(present)}
 
 
 def _check_refit(config: TrainConfig) -> None:

@@ -1,0 +1,67 @@
+"""Label cleaning: lists of training faces left out of a run; val and test are never cleaned."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agegender.cleaning import FaceListError, contradicted_faces, read_face_list, write_face_list
+from agegender.config import TrainConfig
+from agegender.data import load_utkface
+
+
+def test_contradicted_faces_are_those_the_model_calls_the_other_gender_confidently():
+    names = np.array(["d.jpg", "a.jpg", "b.jpg", "c.jpg"])
+    genders = np.array([0, 1, 0, 1])  # 1 = female
+    p_female = np.array([0.95, 0.1, 0.7, 0.9])
+    # d: a man called female at 0.95; a: a woman called male at 0.9; b: 0.7 is not confident enough; c: agrees
+    assert list(contradicted_faces(names, genders, p_female, 0.8)) == ["a.jpg", "d.jpg"]
+    assert list(contradicted_faces(names, genders, p_female, 0.5)) == ["a.jpg", "b.jpg", "d.jpg"]
+    with pytest.raises(ValueError, match="threshold"):
+        contradicted_faces(names, genders, p_female, 0.3)
+
+
+def test_face_lists_round_trip_with_comments_and_reject_missing_or_empty_files(tmp_path):
+    path = write_face_list(tmp_path / "flags" / "list.txt", np.array(["b.jpg", "a.jpg"]), ["made by a test", "two"])
+    text = path.read_text()
+    assert text.startswith("# made by a test\n# two\n")
+    names, sha1 = read_face_list(path)
+    assert names == {"a.jpg", "b.jpg"} and len(sha1) == 40
+    with pytest.raises(FaceListError, match="not found"):
+        read_face_list(tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n")
+    with pytest.raises(FaceListError, match="names no face"):
+        read_face_list(tmp_path / "empty.txt")
+
+
+def test_the_recipe_setting_is_known():
+    assert TrainConfig.from_dict({"exclude_faces": "data/label_flags/x.txt"}).exclude_faces == "data/label_flags/x.txt"
+
+
+def test_training_leaves_out_listed_training_faces_only(tiny_folder, tmp_path):
+    from agegender.train import load_arrays
+
+    frame = load_utkface(tiny_folder)
+    train_names = sorted(frame.loc[frame["split"] == "train", "filename"])
+    listed = tmp_path / "flags.txt"
+    listed.write_text("# two training faces\n" + "\n".join(train_names[:2]) + "\nnot_in_this_folder.jpg\n")
+    config = TrainConfig(model="seed_cnn", image_size=32, color_mode="rgb", exclude_faces=str(listed))
+    arrays, info = load_arrays(config, tiny_folder, decode=())
+    kept = set(arrays["train"][1]["filename"])
+    assert kept == set(train_names[2:])
+    for split in ("val", "test"):  # never cleaned
+        assert len(arrays[split][1]) == int((frame["split"] == split).sum())
+    assert info["excluded"]["listed"] == 3 and info["excluded"]["left_out"] == 2
+    assert info["used_counts"]["train"] == len(train_names) - 2
+
+
+def test_a_list_naming_val_or_test_faces_is_refused(tiny_folder, tmp_path):
+    from agegender.train import load_arrays
+
+    frame = load_utkface(tiny_folder)
+    test_face = frame.loc[frame["split"] == "test", "filename"].iloc[0]
+    listed = tmp_path / "flags.txt"
+    listed.write_text(test_face + "\n")
+    config = TrainConfig(model="seed_cnn", image_size=32, color_mode="rgb", exclude_faces=str(listed))
+    with pytest.raises(FaceListError, match="only training faces may be left out"):
+        load_arrays(config, tiny_folder, decode=())
