@@ -65,9 +65,21 @@ def _load(path: str) -> dict:
     return json.loads((file if file.exists() else REPO / file).read_text())
 
 
-def _config(card: dict) -> dict:
+def _config(card: dict) -> dict | None:
+    """The card's recipe, or None for an ensemble's card (its members each have one, but the mean has none)."""
+    if "config" not in card and "members" in card:
+        return None
     # cards written before a setting existed get its default, which is what their run used
     return TrainConfig.from_dict(card["config"]).to_dict()
+
+
+def _changes(card: dict, base_config: dict) -> str:
+    """What a run changed from the baseline's recipe; for an ensemble, what each member changed."""
+    config = _config(card)
+    if config is None:
+        return "mean of " + " + ".join(f"{member['name']} ({recipe_changes(_config(member), base_config) or 'same recipe'})"
+                                       for member in card["members"])
+    return recipe_changes(config, base_config) or "same recipe, retrained"
 
 
 def recipe_changes(config: dict, baseline: dict) -> str:
@@ -101,23 +113,27 @@ def summary(paths: list[str], baseline: str) -> str:
              "| test age MAE | test gender % | test 60+ MAE | test misses of the goal |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for card in map(_load, paths):
-        changes = "(baseline)" if card["name"] == reference["name"] else recipe_changes(_config(card), base_config)
+        changes = "(baseline)" if card["name"] == reference["name"] else _changes(card, base_config)
         test = card["metrics"]["test"]
-        lines.append(f"| {card['name']} | {changes or 'same recipe, retrained'} | {_minutes(card['training']):.1f} "
+        lines.append(f"| {card['name']} | {changes} | {_minutes(card['training']):.1f} "
                      f"| {_headline(card['metrics']['val'])} | {_headline(test)} "
                      f"| {', '.join(goal_misses(test)) or 'none'} |")
     return "\n".join(lines) + "\n"
 
 
 def tables(paths: list[str], baseline: str | None = None) -> str:
-    """The recipes' differing settings, their val/test figures, and (with a baseline) their differences from it."""
+    """The recipes' differing settings, their val/test figures, and (with a baseline) their differences from it.
+
+    An ensemble's card has no recipe of its own, so it is left out of the first table (its members' recipes are
+    in the summary) and shown in the other two."""
     cards = [_load(p) for p in paths]
-    configs = [_config(card) for card in cards]
+    recipes = [(card, config) for card in cards if (config := _config(card)) is not None]
+    configs = [config for _, config in recipes]
     keys = sorted({k for c in configs for k in c} - IGNORED)
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     lines = ["| recipe | " + " | ".join(differing) + " | read-out | epochs run | s/epoch | train min |",
              "|---" * (len(differing) + 5) + "|"]
-    for card, config in zip(cards, configs):
+    for card, config in recipes:
         readout = card.get("age_readout", {}).get("method", "expectation")
         cells = [json.dumps(config.get(k)) for k in differing]
         lines.append(f"| {card['name']} | " + " | ".join(cells) +

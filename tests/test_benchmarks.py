@@ -183,6 +183,19 @@ def test_summary_gives_one_row_per_run_and_hides_a_refits_in_sample_val(tmp_path
     assert rows[4].startswith("| refit | train_on_val=true | 60.0 | fitted on | fitted on | fitted on | 4.40 |")
 
 
+def test_an_ensembles_card_shows_what_each_member_changed_and_its_figures_but_no_recipe_row(tmp_path):
+    base, member = _card("base", 4.5), _card("member", 4.6, image_size=160)
+    pair = {key: value for key, value in _card("pair", 4.2).items() if key != "config"}
+    pair["members"] = [{"name": "base_copy", "config": base["config"]}, {"name": "member", "config": member["config"]}]
+    paths = _write_cards(tmp_path, base, pair)
+    rows = recipe_ablation.summary(paths, baseline=paths[0]).splitlines()
+    assert rows[3].startswith("| pair | mean of base_copy (same recipe) + member (image_size=160) | 60.0 | 4.20 |")
+    table = recipe_ablation.tables(paths, baseline=paths[0])
+    assert "| pair | val | 4.20 |" in table and "| pair | test | -0.30 |" in table
+    settings = table.split("\n\n")[0]
+    assert "| base |" in settings and "| pair |" not in settings
+
+
 def test_update_rewrites_only_the_marked_table_and_reports_no_change_the_second_time(tmp_path):
     paths = _write_cards(tmp_path, _card("base", 4.5), _card("other", 4.2))
     page = tmp_path / "page.md"
