@@ -21,8 +21,11 @@ QUANTIZATIONS = ("float16", "none")
 #: The export is refused if, on the check images, it moves the ages by more than MEAN_AGE_DIFF years
 #: on average or any age by more than MAX_AGE_DIFF, or any P(female) by more than MAX_PROB_DIFF.
 #: float16 weights move most ages by ~0.01 years; a median read-out can move a few faces by about half
-#: a year, those whose predicted distribution is flat around its median (measured: up to 0.56).
-MEAN_AGE_DIFF, MAX_AGE_DIFF, MAX_PROB_DIFF = 0.05, 1.0, 0.02
+#: a year, those whose predicted distribution is flat around its median (measured: up to 0.56). A barely
+#: trained model has flat distributions everywhere: one epoch of the Lite2 recipe on 48 faces at 64 px (the
+#: notebook test) moved ages by 0.069 years on average, the trained models by 0.006-0.02. A broken export
+#: moves them by years, so the limits are loose enough for the first and far below the second.
+MEAN_AGE_DIFF, MAX_AGE_DIFF, MAX_PROB_DIFF = 0.15, 1.0, 0.02
 
 
 def tflite_path(model_path: str | os.PathLike) -> Path:
