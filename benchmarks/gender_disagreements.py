@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from agegender.cleaning import p_other_gender  # noqa: E402
 from agegender.config import default_model_path, resolve_data_dir  # noqa: E402
 
 #: P(the other gender) above which a disagreement is counted; gender label smoothing 0.1 keeps a model's
@@ -40,7 +41,7 @@ def disagreements(p_female: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     every face the probability the models give to the gender its label does not say.
 
     A face is read as female from P(female) 0.5 up, as the evaluation reads it."""
-    p_other = np.where(labels == 1, 1.0 - p_female, p_female)
+    p_other = p_other_gender(p_female, labels)
     order = np.argsort(-p_other, kind="stable")
     contradicted = (p_female >= 0.5) != (labels == 1)
     return order[contradicted[order]], p_other

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PROJECT_ROOT
+from .config import project_path
 from .modelio import write_text_atomic
 
 
@@ -24,15 +24,9 @@ class FaceListError(ValueError):
     """A list of faces to leave out is missing, empty, or names faces it must not."""
 
 
-def resolve_list_path(path: str | os.PathLike) -> Path:
-    """Relative paths are relative to the project root (recipes name ``data/label_flags/...``)."""
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
-
-
 def read_face_list(path: str | os.PathLike) -> tuple[set[str], str]:
     """The file names listed in ``path`` (one per line; ``#`` starts a comment) and the file's SHA-1."""
-    path = resolve_list_path(path)
+    path = project_path(path)
     if not path.is_file():
         raise FaceListError(f"list of faces to leave out {path} not found; write it with "
                             "benchmarks/flag_label_errors.py")
@@ -43,18 +37,24 @@ def read_face_list(path: str | os.PathLike) -> tuple[set[str], str]:
     return names, hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def p_other_gender(p_female: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """For each face, the probability a model gives to the gender its 0/1 label (1 = female) does not say."""
+    p_female = np.asarray(p_female)
+    return np.where(np.asarray(labels) == 1, 1.0 - p_female, p_female)
+
+
 def contradicted_faces(filenames: np.ndarray, genders: np.ndarray, p_female: np.ndarray,
                        threshold: float) -> np.ndarray:
     """The file names whose label the model contradicts with probability above ``threshold`` (sorted)."""
     if not 0.5 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0.5, 1), got {threshold}")
-    p_other = np.where(np.asarray(genders) == 1, 1.0 - np.asarray(p_female), np.asarray(p_female))
+    p_other = p_other_gender(p_female, genders)
     return np.sort(np.asarray(filenames)[p_other > threshold])
 
 
 def write_face_list(path: str | os.PathLike, names: np.ndarray, header: list[str]) -> Path:
     """Write ``names`` one per line under ``#`` comment lines ``header`` (atomically)."""
-    path = resolve_list_path(path)
+    path = project_path(path)
     lines = [f"# {line}" for line in header] + [str(name) for name in names]
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

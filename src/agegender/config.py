@@ -58,6 +58,12 @@ def resolve_data_dir(folder: str | os.PathLike | None = None) -> Path:
     return chosen_data_dir(folder) or SAMPLE_DIR
 
 
+def project_path(path: str | os.PathLike) -> Path:
+    """``path`` as given if absolute, else relative to the project root (recipes name files like ``data/...``)."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
 def default_model_path() -> Path:
     """The project's default model (``AGEGENDER_MODEL`` overrides)."""
     env = os.environ.get("AGEGENDER_MODEL")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 from keras import layers
 
-from .config import PROJECT_ROOT
+from .config import project_path
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +31,9 @@ class TeacherError(ValueError):
     """The teacher file is missing, damaged, or does not cover the training images."""
 
 
-def resolve_teacher_path(path: str | os.PathLike) -> Path:
-    """Relative paths are relative to the project root (configs name ``data/teacher/...``)."""
-    path = Path(path)
-    return path if path.is_absolute() else PROJECT_ROOT / path
-
-
 def load_descriptors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Base file name -> descriptor, from a file written by ``scripts/extract_face_descriptors.py``."""
-    path = resolve_teacher_path(path)
+    path = project_path(path)
     if not path.is_file():
         raise TeacherError(f"teacher descriptors {path} not found; create them with `make teacher` "
                            "(scripts/extract_face_descriptors.py, needs dlib in its own environment)")

@@ -25,7 +25,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .cleaning import FaceListError, read_face_list
-from .config import MODELS_DIR, RUNS_DIR, TrainConfig, resolve_data_dir
+from .config import MODELS_DIR, RUNS_DIR, TrainConfig, project_path, resolve_data_dir
 from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
 from .evaluate import evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
@@ -35,7 +35,7 @@ from .pipeline import age_balance_weights, make_dataset
 from .preprocess import load_split_arrays
 from .schedules import BudgetedCosineDecay
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
-                      gender_probabilities, load_descriptors, mixed_faces, resolve_teacher_path,
+                      gender_probabilities, load_descriptors, mixed_faces,
                       with_descriptor_head, without_training_heads)
 
 log = logging.getLogger(__name__)
@@ -440,7 +440,7 @@ def _teacher_targets(config: TrainConfig, train_rows: pd.DataFrame,
     descriptors = load_descriptors(config.teacher_descriptors)
     train, stats = descriptor_targets(train_rows, descriptors)
     val, _ = descriptor_targets(val_rows, descriptors, **stats)
-    path = resolve_teacher_path(config.teacher_descriptors)
+    path = project_path(config.teacher_descriptors)
     info = {"descriptors": str(config.teacher_descriptors), "faces": len(descriptors), "dimensions": train.shape[1],
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "head": f"Dense({train.shape[1]}) on the pooled backbone features, MSE to standardised descriptors, "
