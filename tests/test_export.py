@@ -10,7 +10,7 @@ import pytest
 
 from agegender.cli import main as cli_main
 from agegender.evaluate import compare_models, evaluate_folder, predict_arrays
-from agegender.export import export_tflite
+from agegender.export import _refusal, export_tflite, prediction_differences
 from agegender.images import load_for_model
 from agegender.litert import TFLiteModel
 from agegender.modelio import ModelFileError, file_sha256, load_model, load_serving_model
@@ -113,7 +113,7 @@ def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
 
     path = _copy_model(tiny_model, tmp_path)
     card_before = path.with_suffix(".json").read_text()
-    for limit in ("MEAN_AGE_DIFF", "MAX_AGE_DIFF", "MAX_PROB_DIFF"):
+    for limit in ("MEAN_AGE_DIFF", "MAX_AGE_DIFF", "MAX_PROB_DIFF"):  # seed_cnn: no distribution
         with monkeypatch.context() as mp:
             mp.setattr(export, limit, -1.0)
             with pytest.raises(RuntimeError, match="differs"):
@@ -122,6 +122,54 @@ def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
     assert path.with_suffix(".json").read_text() == card_before
     with pytest.raises(ValueError, match="check images"):
         export_tflite(path, np.zeros((0, 64, 64, 1), np.uint8))
+
+
+def _outputs(ages, p_female, dists=None):
+    out = {"age": np.asarray(ages, "float32"), "p_female": np.asarray(p_female, "float32")}
+    if dists is not None:
+        out["age_dist"] = np.asarray(dists, "float32")
+    return out
+
+
+def test_export_check_of_distributions_does_not_depend_on_their_flatness():
+    """A median read-out of a flat distribution jumps with tiny changes; its total variation does not."""
+    flat = np.full((2, 117), 1 / 117)
+    nudged = flat.copy()
+    nudged[0, 57], nudged[0, 59] = flat[0, 57] + 0.002, flat[0, 59] - 0.002
+    diffs = prediction_differences(_outputs([58, 40], [0.3, 0.6], flat), _outputs([57.8, 40], [0.3, 0.6], nudged))
+    assert diffs["mean_age_diff_years"] == pytest.approx(0.1, abs=1e-5)
+    assert diffs["max_age_dist_tv"] == pytest.approx(0.002, abs=1e-6)
+    assert diffs["mean_expected_age_diff_years"] == pytest.approx(0.002, abs=1e-6)
+    assert _refusal(diffs) is None
+    peaked = np.zeros((1, 117))
+    peaked[0, 30] = 1.0
+    moved = np.zeros((1, 117))
+    moved[0, 30], moved[0, 31] = 0.9, 0.1  # the read-out (median) stays at 30
+    assert "total variation" in _refusal(prediction_differences(_outputs([30], [0.2], peaked),
+                                                                _outputs([30], [0.2], moved)))
+
+
+def test_export_check_of_read_out_ages_and_gender():
+    refusal = _refusal(prediction_differences(_outputs([30, 40], [0.2, 0.9]), _outputs([30.4, 40], [0.2, 0.95])))
+    assert "mean age diff" in refusal and "p female" in refusal and "total variation" not in refusal
+    assert _refusal(prediction_differences(_outputs([30, 40], [0.2, 0.9]), _outputs([30.02, 40], [0.2, 0.9]))) is None
+
+
+def test_export_of_a_distribution_model_records_and_checks_its_distributions(tmp_path, monkeypatch):
+    import agegender.export as export
+    from agegender.modelio import save_model_atomic
+    from agegender.models import build_small_resnet, with_age_readout
+
+    model = with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median")
+    path = save_model_atomic(model, tmp_path / "dist.keras", {"input": {"image_size": 32, "color_mode": "rgb"}})
+    images = np.random.default_rng(5).integers(0, 256, (6, 32, 32, 3)).astype("uint8")
+    with monkeypatch.context() as mp:
+        mp.setattr(export, "MAX_DIST_TV", -1.0)
+        with pytest.raises(RuntimeError, match="total variation"):
+            export_tflite(path, images)
+    assert not path.with_suffix(".tflite").exists()
+    check = export_tflite(path, images)["check"]
+    assert check["max_age_dist_tv"] < 0.05 and check["mean_expected_age_diff_years"] < 0.15
 
 
 def _assert_converts(model, tmp_path, side: int) -> None:

@@ -115,8 +115,10 @@ def _export(args: argparse.Namespace) -> int:
     print(f"{model_path.with_name(record['file'])}: {record['bytes'] / 2**20:.1f} MB ({record['quantization']}); "
           f"on {check_info['images']} images ages differ by {check_info['mean_age_diff_years']:.3f} years on average "
           f"and <= {check_info['max_age_diff_years']:.3f}, "
-          f"P(female) by <= {check_info['max_p_female_diff']:.4f}, gender agrees on "
-          f"{100 * check_info['gender_agreement']:.1f} %")
+          f"P(female) by <= {check_info['max_p_female_diff']:.4f}, "
+          + (f"age distributions by <= {check_info['max_age_dist_tv']:.4f} (total variation), "
+             if "max_age_dist_tv" in check_info else "")
+          + f"gender agrees on {100 * check_info['gender_agreement']:.1f} %")
     return 0
 
 
