@@ -112,13 +112,14 @@ def _export(args: argparse.Namespace) -> int:
     record = export_with_test_images(model_path, args.data, check_images=args.check_images,
                                      quantization=args.quantization)
     check_info = record["check"]
+    differences = [f"ages by {check_info['mean_age_diff_years']:.3f} years on average "
+                   f"and <= {check_info['max_age_diff_years']:.3f}",
+                   f"P(female) by <= {check_info['max_p_female_diff']:.4f}"]
+    if "max_age_dist_tv" in check_info:  # models that predict an age distribution
+        differences.append(f"age distributions by <= {check_info['max_age_dist_tv']:.4f} (total variation)")
     print(f"{model_path.with_name(record['file'])}: {record['bytes'] / 2**20:.1f} MB ({record['quantization']}); "
-          f"on {check_info['images']} images ages differ by {check_info['mean_age_diff_years']:.3f} years on average "
-          f"and <= {check_info['max_age_diff_years']:.3f}, "
-          f"P(female) by <= {check_info['max_p_female_diff']:.4f}, "
-          + (f"age distributions by <= {check_info['max_age_dist_tv']:.4f} (total variation), "
-             if "max_age_dist_tv" in check_info else "")
-          + f"gender agrees on {100 * check_info['gender_agreement']:.1f} %")
+          f"on {check_info['images']} images it differs from the model: {', '.join(differences)}; gender agrees on "
+          f"{100 * check_info['gender_agreement']:.1f} %")
     return 0
 
 

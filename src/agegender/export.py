@@ -79,9 +79,7 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
             os.remove(tmp)
     record = {"file": out_path.name, "quantization": quantization, "bytes": out_path.stat().st_size,
               "sha256": file_sha256(out_path), "source_sha256": file_sha256(model_path),
-              "check": {"images": int(len(check_images)), **{k: round(v, 5) for k, v in diffs.items()},
-                        "gender_agreement": float(np.mean((keras_out["p_female"] >= 0.5)
-                                                          == (lite_out["p_female"] >= 0.5)))}}
+              "check": {"images": int(len(check_images)), **{k: round(v, 5) for k, v in diffs.items()}}}
     card["tflite"] = record
     write_json_atomic(card_path(model_path), card)
     return record
@@ -89,10 +87,12 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
 
 def prediction_differences(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
     """How far ``other``'s predictions (:func:`agegender.evaluate.predict_arrays`) are from ``reference``'s
-    on the same images: read-out ages, P(female) and, when both give one, the age distributions."""
+    on the same images: read-out ages, P(female), the share of faces given the same gender and, when both
+    give one, the age distributions."""
     ages = np.abs(reference["age"] - other["age"])
     diffs = {"max_age_diff_years": float(ages.max()), "mean_age_diff_years": float(ages.mean()),
-             "max_p_female_diff": float(np.abs(reference["p_female"] - other["p_female"]).max())}
+             "max_p_female_diff": float(np.abs(reference["p_female"] - other["p_female"]).max()),
+             "gender_agreement": float(np.mean((reference["p_female"] >= 0.5) == (other["p_female"] >= 0.5)))}
     if "age_dist" in reference and "age_dist" in other:
         p, q = reference["age_dist"].astype("float64"), other["age_dist"].astype("float64")
         years = np.arange(p.shape[1])
@@ -103,7 +103,8 @@ def prediction_differences(reference: dict[str, np.ndarray], other: dict[str, np
 
 def _refusal(diffs: dict[str, float]) -> str | None:
     """Why an export with these differences from its model must not be written, or None."""
-    limits = [("mean_age_diff_years", MEAN_AGE_DIFF, "years on average"), ("max_age_diff_years", MAX_AGE_DIFF, "years at most"),
+    limits = [("mean_age_diff_years", MEAN_AGE_DIFF, "years on average"),
+              ("max_age_diff_years", MAX_AGE_DIFF, "years at most"),
               ("max_p_female_diff", MAX_PROB_DIFF, "in P(female) at most"),
               ("max_age_dist_tv", MAX_DIST_TV, "in total variation of an age distribution at most")]
     broken = [f"{key.replace('_', ' ')} {diffs[key]:.4f} ({what}: limit {limit})"
