@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
 import gender_disagreements  # noqa: E402
+import inference_speed  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
@@ -26,6 +27,27 @@ def test_ensemble_summary_reports_overall_band_and_gender_figures():
     p_female = np.array([0.2, 0.9, 0.6, 0.4, 0.1, 0.7])  # two of six wrong
     line = ensemble_probe.summary(age, gender, pred, p_female)
     assert line == "MAE 3.00  bands 1.00 / 0.00 / 3.00 / 0.00 / 7.00  gender 66.67 %"
+
+
+def test_untrained_predictor_serves_the_asked_size_as_the_cards_model_is_served(tmp_path):
+    """``inference_speed.py --build``: the timed model is a TFLite export of the asked backbone and input side,
+    fed as the template card says (its mirror view included), and gives a valid prediction for a face."""
+    from agegender.config import SAMPLE_DIR
+    from agegender.images import open_image
+    from agegender.litert import TFLiteModel
+
+    card = {"input": {"image_size": 128, "color_mode": "rgb", "resize": "antialias"}, "tta_flip": True,
+            "age_readout": {"method": "median"}}
+    (tmp_path / "template.json").write_text(json.dumps(card))
+    predictor = inference_speed.untrained_predictor("lite0", 48, str(tmp_path / "template.keras"), tmp_path)
+    assert isinstance(predictor.model, TFLiteModel) and predictor.model.path.is_file()
+    assert predictor.image_size == 48 and predictor.views["tta_flip"]
+    face = predictor.prepare(open_image(sorted(SAMPLE_DIR.glob("*.jpg"))[0]))
+    assert face.shape == (48, 48, 3)
+    (out,) = predictor.predict_crops(np.stack([face]))
+    assert out.gender in ("female", "male") and 0.5 <= out.gender_probability <= 1.0
+    assert 0.0 <= out.age_low <= out.age <= out.age_high <= 116.0
+    assert card["input"]["image_size"] == 128  # the template is not changed
 
 
 def test_disagreements_are_the_faces_the_models_contradict_most_confident_first():
