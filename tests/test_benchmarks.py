@@ -37,7 +37,7 @@ def test_untrained_predictor_serves_the_asked_size_as_the_cards_model_is_served(
     from agegender.litert import TFLiteModel
 
     card = {"input": {"image_size": 128, "color_mode": "rgb", "resize": "antialias"}, "tta_flip": True,
-            "age_readout": {"method": "median"}}
+            "age_readout": {"method": "median"}, "config": {"model_kwargs": {"crop_fraction": 0.75}}}
     (tmp_path / "template.json").write_text(json.dumps(card))
     predictor = inference_speed.untrained_predictor("lite0", 48, str(tmp_path / "template.keras"), tmp_path)
     assert isinstance(predictor.model, TFLiteModel) and predictor.model.path.is_file()
