@@ -33,22 +33,21 @@ import numpy as np  # noqa: E402
 
 from agegender.config import SAMPLE_DIR, default_model_path  # noqa: E402
 from agegender.export import convert  # noqa: E402
-from agegender.images import open_image  # noqa: E402
+from agegender.images import channels, open_image  # noqa: E402
 from agegender.litert import TFLiteModel  # noqa: E402
 from agegender.modelio import read_card  # noqa: E402
-from agegender.models import build_agenet, with_age_readout  # noqa: E402
+from agegender.models import build_model, with_age_readout  # noqa: E402
 from agegender.predict import Predictor  # noqa: E402
 
 
 def untrained_predictor(backbone: str, size: int, card_of: str, folder: Path) -> Predictor:
     """An untrained AgeNet (``backbone``, ``size`` px) exported to float16 TFLite in ``folder``, served as the
-    model card ``card_of`` says (colour, resize, central crop, read-out, test-time views) with the input side and the
-    backbone replaced."""
+    model card ``card_of`` says (colour, resize, the card's model settings, read-out, test-time views) with the input
+    side and the backbone replaced; built as training builds it (``build_model``)."""
     card = copy.deepcopy(read_card(card_of))
     card["input"]["image_size"] = size
-    channels = 1 if card["input"]["color_mode"] == "grayscale" else 3
-    crop_fraction = card.get("config", {}).get("model_kwargs", {}).get("crop_fraction", 1.0)
-    model = build_agenet((size, size, channels), backbone_weights=None, backbone=backbone, crop_fraction=crop_fraction)
+    model_kwargs = {**card.get("config", {}).get("model_kwargs", {}), "backbone": backbone, "backbone_weights": None}
+    model = build_model("agenet", size, channels(card["input"]["color_mode"]), **model_kwargs)
     model = with_age_readout(model, card.get("age_readout", {}).get("method", "expectation"))
     path = folder / f"untrained_{backbone}_{size}.tflite"
     path.write_bytes(convert(model))
