@@ -17,7 +17,6 @@ recipe with a larger input or backbone can still serve one face in under 10 ms b
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import tempfile
@@ -44,7 +43,7 @@ def untrained_predictor(backbone: str, size: int, card_of: str, folder: Path) ->
     """An untrained AgeNet (``backbone``, ``size`` px) exported to float16 TFLite in ``folder``, served as the
     model card ``card_of`` says (colour, resize, the card's model settings, read-out, test-time views) with the input
     side and the backbone replaced; built as training builds it (``build_model``)."""
-    card = copy.deepcopy(read_card(card_of))
+    card = read_card(card_of)  # a fresh dict from the file, so it can be changed here
     card["input"]["image_size"] = size
     model_kwargs = {**card.get("config", {}).get("model_kwargs", {}), "backbone": backbone, "backbone_weights": None}
     model = build_model("agenet", size, channels(card["input"]["color_mode"]), **model_kwargs)
@@ -64,14 +63,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.size is not None and not args.build:
         parser.error("--size goes with --build")
+    if not args.build:
+        time_predictor(partial(Predictor.load, args.model), args.model, args.repeats)
+        return
+    size = args.size or int(read_card(args.model)["input"]["image_size"])
+    label = f"untrained AgeNet ({args.build}, {size} px, served as {args.model}'s card says)"
     with tempfile.TemporaryDirectory() as folder:
-        if args.build:
-            size = args.size or int(read_card(args.model)["input"]["image_size"])
-            label = f"untrained AgeNet ({args.build}, {size} px, served as {args.model}'s card says)"
-            time_predictor(partial(untrained_predictor, args.build, size, args.model, Path(folder)), label,
-                           args.repeats, setup="build and export")
-        else:
-            time_predictor(partial(Predictor.load, args.model), args.model, args.repeats)
+        time_predictor(partial(untrained_predictor, args.build, size, args.model, Path(folder)), label,
+                       args.repeats, setup="build and export")
 
 
 def time_predictor(build: Callable[[], Predictor], model_name: str, repeats: int, setup: str = "load") -> None:
