@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
+import face_descriptor_probe  # noqa: E402
 import gender_disagreements  # noqa: E402
 import inference_speed  # noqa: E402
 import recipe_ablation  # noqa: E402
@@ -140,6 +141,15 @@ def test_spread_mae_removes_the_bias_and_never_exceeds_the_mae():
     assert age_readout.spread_mae(error) == pytest.approx(3.2)
     assert age_readout.spread_mae(error) <= np.abs(error).mean()
     assert age_readout.spread_mae(error + 100) == pytest.approx(3.2)  # a constant bias is all it removes
+
+def test_ridge_recovers_a_linear_map_and_leaves_the_bias_unpenalised():
+    rng = np.random.default_rng(0)
+    x = np.c_[rng.normal(size=(500, 3)), np.ones(500)]
+    y = x @ np.array([1.0, -2.0, 0.5, 40.0])
+    assert face_descriptor_probe.fit_ridge(x, y, l2=1e-6) == pytest.approx([1.0, -2.0, 0.5, 40.0], abs=1e-4)
+    shrunk = face_descriptor_probe.fit_ridge(x, y, l2=1e4)
+    assert np.all(np.abs(shrunk[:3]) < 0.2) and shrunk[3] == pytest.approx(40.0, abs=0.5)  # weights shrink, bias not
+
 
 def test_resolution_robustness_degrades_every_face_by_the_fraction_asked():
     rng = np.random.default_rng(1)
