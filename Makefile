@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained teacher clean
+.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained face-recognition-net teacher clean
 
 install: $(STAMP)
 
@@ -64,6 +64,11 @@ pretrained: install
 	for variant in $(LITE_VARIANTS); do \
 	  $(BIN)/python scripts/convert_efficientnet_lite.py --variant $$variant --torch-python $(CONVERT_VENV)/bin/python \
 	  || exit 1; done
+
+## dlib's face-recognition ResNet from the npm package @vladmandic/face-api -> models/pretrained/ (already committed;
+## with the teacher file of `make teacher` present, the reference also holds dlib's own descriptors to compare with).
+face-recognition-net: install
+	$(BIN)/python scripts/convert_face_recognition_net.py $$(test -f $(TEACHER) && echo --teacher $(TEACHER))
 
 ## dlib face descriptors of every UTKFace crop -> data/teacher/ (the distillation teacher of configs/agenet_v10.json;
 ## and of benchmarks/face_descriptor_probe.py; dlib only in .venv-dlib; about 19 minutes on 2 cores).

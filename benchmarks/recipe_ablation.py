@@ -79,7 +79,12 @@ def _changes(card: dict, base_config: dict) -> str:
     if config is None:
         return "mean of " + " + ".join(f"{member['name']} ({recipe_changes(_config(member), base_config) or 'same recipe'})"
                                        for member in card["members"])
-    return recipe_changes(config, base_config) or "same recipe, retrained"
+    changes = recipe_changes(config, base_config)
+    if "face_descriptor" in card:  # `agegender add-descriptor`: a trained model itself, plus the descriptor
+        mixed = (f"{card['base_model']['name']}'s model + dlib's face descriptor for gender (weight of its logit "
+                 f"{card['face_descriptor']['agenet_logit_weight']})")
+        return f"{mixed}; recipe {changes}" if changes else mixed
+    return changes or "same recipe, retrained"
 
 
 def recipe_changes(config: dict, baseline: dict) -> str:

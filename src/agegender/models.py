@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from .backbones.batch_norm import BatchNormalization
+from .backbones.face_recognition_net import PadChannels, ResizeTo  # noqa: F401  (registers the layers for loading)
 from .config import MAX_AGE
 
 AGE_BINS = MAX_AGE + 1
@@ -62,6 +63,51 @@ def with_age_readout(model: keras.Model, readout: str) -> keras.Model:
     outputs = {"gender_out": model.get_layer("gender_out").output, "age_dist": dist,
                "age_out": AGE_READOUTS[readout](name="age_out")(dist)}
     return keras.Model(model.input, outputs, name=model.name)
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class MirrorViews(layers.Layer):
+    """The batch followed by its mirror images: ``2N`` faces for one call of the network behind it."""
+
+    def call(self, images):
+        return keras.ops.concatenate([images, keras.ops.flip(images, axis=2)], axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class MeanOfViews(layers.Layer):
+    """The mean of the first and second half of the batch: a prediction averaged over a face and its mirror."""
+
+    def call(self, values):
+        # (2N, ...) -> (2, N, ...): the face views first, the mirror views second, as MirrorViews stacked them
+        return keras.ops.mean(keras.ops.reshape(values, (2, -1, *values.shape[1:])), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (None, *input_shape[1:])
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class MixedGender(layers.Layer):
+    """``sigmoid(weight * logit(p) + (1 - weight) * z)`` of AgeNet's P(female) ``p`` and another logit ``z``."""
+
+    def __init__(self, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the weight of AgeNet's logit is in [0, 1], not {weight}")
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        p, z = inputs
+        p = keras.ops.clip(p, 1e-6, 1 - 1e-6)
+        return keras.ops.sigmoid(self.weight * keras.ops.log(p / (1 - p)) + (1 - self.weight) * z)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
 
 
 @keras.saving.register_keras_serializable(package="agegender")

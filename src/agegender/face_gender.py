@@ -1,0 +1,150 @@
+"""A trained AgeNet with dlib's face descriptor beside it for gender: `agegender add-descriptor`.
+
+dlib's face-recognition network tells adults' gender apart about as well as AgeNet, but errs on other faces,
+so a mix of the two logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``).
+The combined network holds AgeNet unchanged, its mirror view inside the graph (the two views go through as a
+batch of two and are averaged, as ``predict_arrays(tta_flip=True)`` does outside), and on the face alone the
+descriptor (``backbones.face_recognition_net``) with a logistic regression fitted on AgeNet's own training faces.
+Its P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * the regression's logit)``, ``a`` chosen on val; its
+ages and age distribution are AgeNet's, to the last digit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+from keras import layers
+
+from .backbones.face_recognition_net import build_face_descriptor, default_weights_path
+from .config import MODELS_DIR, TrainConfig
+from .evaluate import predict_arrays, tta_settings
+from .modelio import file_sha256, load_model, save_model_atomic
+from .models import MeanOfViews, MirrorViews, MixedGender
+from .teacher import fit_logistic, sigmoid
+from .train import load_arrays, split_metrics
+
+#: The weights of AgeNet's logit tried on val (1.0: AgeNet alone). Ties go to the larger weight.
+MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
+REGRESSION_L2 = 1.0
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_regression(descriptors: np.ndarray, genders: np.ndarray, l2: float = REGRESSION_L2) -> tuple[np.ndarray, float]:
+    """Logistic regression for P(female) on standardised descriptors, as one linear map: ``(kernel, bias)``."""
+    mean, std = descriptors.mean(0), descriptors.std(0) + 1e-8
+    w = fit_logistic(np.c_[(descriptors - mean) / std, np.ones(len(descriptors))], np.asarray(genders), l2=l2)
+    kernel = w[:-1] / std
+    return kernel, float(w[-1] - mean @ kernel)
+
+
+def choose_weight(p_agenet: np.ndarray, z: np.ndarray, genders: np.ndarray) -> tuple[float, dict[str, float]]:
+    """The weight of AgeNet's logit with the best accuracy on (val) faces, and every weight's accuracy in %."""
+    accuracy = {f"{a:.1f}": round(100 * float(np.mean((a * logit(p_agenet) + (1 - a) * z > 0) == genders)), 3)
+                for a in MIX_WEIGHTS}
+    best = max(MIX_WEIGHTS, key=lambda a: accuracy[f"{a:.1f}"])  # max keeps the first, the larger weight
+    return best, accuracy
+
+
+def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, kernel: np.ndarray, bias: float,
+                          weight: float, name: str) -> keras.Model:
+    """One network: AgeNet over the face and its mirror, and the descriptor's regression over the face."""
+    inputs = keras.Input(agenet.input_shape[1:], name="image")
+    own = keras.Model(agenet.input, {key: agenet.get_layer(key).output for key in ("gender_out", "age_dist", "age_out")},
+                      name="agenet")
+    views = own(MirrorViews(name="mirror_views")(inputs))
+    regression = layers.Dense(1, name="descriptor_gender")
+    z = regression(descriptor(inputs))
+    regression.set_weights([np.asarray(kernel, "float32").reshape(-1, 1), np.array([bias], "float32")])
+    outputs = {"gender_out": MixedGender(weight, name="gender_out")(
+                   [MeanOfViews(name="gender_views")(views["gender_out"]), z]),
+               "age_dist": MeanOfViews(name="age_dist")(views["age_dist"]),
+               "age_out": MeanOfViews(name="age_out")(views["age_out"])}
+    return keras.Model(inputs, outputs, name=name)
+
+
+def descriptor_logits(descriptor: keras.Model, images: np.ndarray, kernel: np.ndarray, bias: float) -> np.ndarray:
+    values = descriptor.predict(np.asarray(images, "float32"), batch_size=256, verbose=0)
+    return values @ kernel + bias
+
+
+def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
+                   models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """AgeNet at ``model_path`` plus the descriptor's gender, written to ``models_dir/<name>.keras``; its card.
+
+    The regression is fitted on the faces AgeNet was trained on (its config's split and left-out faces), the
+    weight chosen on val; the card's training time is AgeNet's plus this step's.
+    """
+    start = time.perf_counter()
+    model_path = Path(model_path)
+    agenet, card = load_model(model_path)
+    if card.get("data", {}).get("fit_splits", ["train"]) != ["train"]:
+        raise ValueError(f"{model_path} was fitted on {card['data']['fit_splits']}: its val figures are in-sample, "
+                         "so the mix could not be chosen on val")
+    if not tta_settings(card)["tta_flip"] or tta_settings(card)["tta_zoom"]:
+        raise ValueError(f"{model_path} is served with views {tta_settings(card)}; the combination holds the "
+                         "mirror view only")
+    if card["input"]["color_mode"] != "rgb":
+        raise ValueError(f"{model_path} takes {card['input']['color_mode']} faces; the face descriptor needs RGB")
+    output = Path(models_dir) / f"{name}.keras"
+    if output.resolve() == model_path.resolve():
+        raise ValueError(f"{output} is the model it starts from; write the combination under another name")
+    config = TrainConfig.from_dict(card["config"])
+    arrays, data_info = load_arrays(config, folder)
+    if data_info["fingerprint"] != card["data"].get("fingerprint"):
+        raise ValueError(f"{model_path} was trained on other data (fingerprint {card['data'].get('fingerprint')}) "
+                         f"than {data_info['folder']} ({data_info['fingerprint']})")
+    weights_path = Path(weights) if weights is not None else default_weights_path()
+    descriptor = build_face_descriptor(int(card["input"]["image_size"]), weights_path)
+
+    train_images, train_rows = arrays["train"]
+    train_descriptors = descriptor.predict(np.asarray(train_images, "float32"), batch_size=256, verbose=0)
+    kernel, bias = fit_regression(train_descriptors, train_rows["gender"].to_numpy())
+    val_images, val_rows = arrays["val"]
+    p_val = predict_arrays(agenet, val_images, **tta_settings(card))["p_female"]
+    weight, val_accuracy = choose_weight(p_val, descriptor_logits(descriptor, val_images, kernel, bias),
+                                         val_rows["gender"].to_numpy())
+    model = build_with_descriptor(agenet, descriptor, kernel, bias, weight, name)
+    step_seconds = time.perf_counter() - start
+
+    base_training = card.get("training", {})
+    base_seconds = float(base_training.get("wall_seconds_all_stages", base_training.get("wall_seconds", 0.0)))
+    new_card = {
+        **{k: v for k, v in card.items() if k not in ("tflite", "trained_as", "metrics", "created")},
+        "name": name,
+        "architecture": f"{card['architecture']}+face_descriptor",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": int(model.count_params()),
+        "outputs": {**card.get("outputs", {}),
+                    "gender_out": "P(female): AgeNet's (mean of the face and its mirror) mixed with the face "
+                                  "descriptor's regression, in logits"},
+        "tta_flip": False, "tta_zoom": [],  # the mirror view is inside the graph
+        "views_in_graph": "mirror (AgeNet only)",
+        "base_model": {"file": model_path.name, "name": card.get("name"), "sha256": file_sha256(model_path),
+                       "trained_as": card.get("trained_as", card.get("name")),
+                       "metrics": {split: {k: card["metrics"][split][k] for k in ("age_mae", "gender_accuracy")}
+                                   for split in ("val", "test") if split in card.get("metrics", {})}},
+        "face_descriptor": {
+            "network": "dlib face-recognition ResNet (face-api.js FaceRecognitionNet), 128-D, at 150 px",
+            "weights": weights_path.name, "weights_sha256": file_sha256(weights_path),
+            "regression": {"faces": int(len(train_rows)), "l2": REGRESSION_L2},
+            "agenet_logit_weight": weight, "val_gender_accuracy_by_weight": val_accuracy,
+            "step_seconds": round(step_seconds, 1),
+        },
+        "data": {**data_info, "fit_splits": ["train"]},
+        "training": {**base_training, "wall_seconds": round(base_seconds + step_seconds, 1),
+                     "wall_seconds_all_stages": round(base_seconds + step_seconds, 1),
+                     "base_wall_seconds": base_seconds},
+    }
+    new_card["metrics"] = split_metrics(model, tta_settings(new_card), arrays, train_rows)
+    save_model_atomic(model, output, new_card)
+    return new_card
