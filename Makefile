@@ -48,9 +48,11 @@ app: install
 train-seed: install
 	$(BIN)/agegender train --config configs/seed_cnn.json
 
-## AgeNet (one run within its 88-minute budget), then its float16 TFLite export used for serving.
+## AgeNet (one run within its 88-minute budget, kept under runs/agenet_base/), dlib's face descriptor added for
+## gender (models/agenet.keras), then its float16 TFLite export used for serving.
 train-best: install
-	$(BIN)/agegender train --config configs/agenet.json
+	$(BIN)/agegender train --config configs/agenet.json --models-dir runs/agenet_base
+	$(BIN)/agegender add-descriptor runs/agenet_base/agenet.keras --name agenet
 	$(BIN)/agegender export --model models/agenet.keras
 
 ## ImageNet EfficientNet-Lite0, -Lite1 and -Lite2 weights -> models/pretrained/ (torch only in .venv-convert; already committed).

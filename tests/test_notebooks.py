@@ -91,12 +91,16 @@ def test_05_train_best(workdir):
     config.write_text(json.dumps({**json.loads((PROJECT_ROOT / "configs" / "agenet.json").read_text()),
                                   "name": "nb_agenet"}))
     records = run("05_train_best", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models),
+                  base_models_dir=str(workdir / "base"),
                   runs_dir=str(workdir / "runs"), compare_with=[str(models / "nb_seed.keras")],
                   config_path=str(config),
                   overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0})
     assert 0 < records["test_age_mae"] < 60
     assert (models / "nb_agenet.keras").exists() and (models / "nb_agenet.tflite").exists()
+    assert (workdir / "base" / "nb_agenet.keras").exists()  # the AgeNet itself, before the face descriptor
     card = json.loads((models / "nb_agenet.json").read_text())
+    assert card["face_descriptor"]["agenet_logit_weight"] == records["descriptor_weight"]
+    assert records["test_gender_accuracy"] == card["metrics"]["test"]["gender_accuracy"]
     assert card["tflite"]["bytes"] == (models / "nb_agenet.tflite").stat().st_size
     assert records["tflite_mb"] > 0 and records["tflite_max_age_diff"] < 1.0
     assert records["train_minutes"] == pytest.approx(card["training"]["wall_seconds_all_stages"] / 60)
