@@ -81,7 +81,9 @@ def _changes(card: dict, base_config: dict) -> str:
                                        for member in card["members"])
     changes = recipe_changes(config, base_config)
     if "face_descriptor" in card:  # `agegender add-descriptor`: a trained model itself, plus the descriptor
-        mixed = (f"{card['base_model']['name']}'s model + dlib's face descriptor for gender (weight of its logit "
+        base = card["base_model"]
+        base_name = (base.get("trained_as") or base["name"]).split()[0]  # the run it was trained as, if recorded
+        mixed = (f"{base_name}'s model + dlib's face descriptor for gender (weight of its logit "
                  f"{card['face_descriptor']['agenet_logit_weight']})")
         return f"{mixed}; recipe {changes}" if changes else mixed
     return changes or "same recipe, retrained"
