@@ -26,7 +26,7 @@ from .config import MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
 from .modelio import file_sha256, load_model, save_model_atomic
 from .models import MeanOfViews, MirrorViews, MixedGender
-from .teacher import fit_logistic, sigmoid
+from .teacher import fit_logistic
 from .train import load_arrays, split_metrics
 
 #: The weights of AgeNet's logit tried on val (1.0: AgeNet alone). Ties go to the larger weight.
