@@ -8,9 +8,9 @@ weights manifest, mostly uint8-quantized. ``scripts/convert_face_recognition_net
 
 Architecture, as ``FaceRecognitionNet.ts`` and ``residualLayer.ts`` compute it: ``(rgb - MEAN_RGB) / 255``; a 7x7
 stride-2 "valid" convolution (32) and a 3x3 stride-2 max pool; residual blocks 3 x 32, 4 x 64, 3 x 128, 3 x 256
-(the first of each width, and one more at 256, halve the size: a stride-2 "valid" convolution beside a 2x2 average
-pool of the block input, zero-padded in channels, and in rows and columns where the two sizes differ); global
-average; a 256 x 128 matrix without bias. Each convolution has a bias and a per-channel affine "scale" (dlib's
+and one more 256 (the first at 64, 128 and 256 and the last halve the size: a stride-2 "valid" convolution, given a
+zero row and column at the end where it comes out one short, beside a 2x2 average pool of the block input with zero
+channels appended); global average; a 256 x 128 matrix without bias. Each convolution has a bias and a per-channel affine "scale" (dlib's
 frozen batch normalisation); both are folded into the Keras convolution's kernel and bias.
 """
 
