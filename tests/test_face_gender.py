@@ -15,12 +15,13 @@ from agegender.backbones.face_recognition_net import (  # noqa: E402
 from agegender.cli import main  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.evaluate import predict_arrays  # noqa: E402
-from agegender.face_gender import MIX_WEIGHTS, choose_weight, fit_regression, logit  # noqa: E402
+from agegender.face_gender import MIX_WEIGHTS, choose_weight, fit_regression  # noqa: E402
 from agegender.modelio import load_model  # noqa: E402
 from agegender.models import MeanOfViews, MirrorViews, MixedGender  # noqa: E402
+from agegender.teacher import logit  # noqa: E402
 from agegender.train import train  # noqa: E402
 
-REFERENCE = default_weights_path().parent / REFERENCE_FILENAME
+REFERENCE = default_weights_path().parents[1] / REFERENCE_FILENAME  # in models/pretrained/
 
 
 def test_converted_network_gives_the_recorded_descriptors_and_matches_dlibs_own():
@@ -147,7 +148,7 @@ def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_
     out = ["--data", str(tiny_folder), "--models-dir", str(base_model.parent)]
     assert main(["add-descriptor", str(base_model), "--name", "base", *out]) == 2
     assert "the model it starts from" in capsys.readouterr().err
-    assert main(["add-descriptor", str(base_model), "--name", "x", *out, "--weights", str(tmp_path / "no.h5")]) == 2
+    assert main(["add-descriptor", str(base_model), "--name", "x", *out, "--weights", str(tmp_path / "no-manifest.json")]) == 2
     assert "make face-recognition-net" in capsys.readouterr().err
 
 

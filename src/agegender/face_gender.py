@@ -21,22 +21,17 @@ import keras
 import numpy as np
 from keras import layers
 
-from .backbones.face_recognition_net import build_face_descriptor, default_weights_path
+from .backbones.face_recognition_net import build_face_descriptor, default_weights_path, weight_files
 from .config import MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
 from .modelio import file_sha256, load_model, save_model_atomic
 from .models import MeanOfViews, MirrorViews, MixedGender
-from .teacher import fit_logistic
+from .teacher import fit_logistic, logit
 from .train import load_arrays, split_metrics
 
 #: The weights of AgeNet's logit tried on val (1.0: AgeNet alone). Ties go to the larger weight.
 MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
 REGRESSION_L2 = 1.0
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def fit_regression(descriptors: np.ndarray, genders: np.ndarray, l2: float = REGRESSION_L2) -> tuple[np.ndarray, float]:
@@ -135,7 +130,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                                    for split in ("val", "test") if split in card.get("metrics", {})}},
         "face_descriptor": {
             "network": "dlib face-recognition ResNet (face-api.js FaceRecognitionNet), 128-D, at 150 px",
-            "weights": weights_path.name, "weights_sha256": file_sha256(weights_path),
+            "weights_sha256": {path.name: file_sha256(path) for path in weight_files(weights_path)},
             "regression": {"faces": int(len(train_rows)), "l2": REGRESSION_L2},
             "agenet_logit_weight": weight, "val_gender_accuracy_by_weight": val_accuracy,
             "step_seconds": round(step_seconds, 1),

@@ -105,6 +105,12 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`sigmoid`, with ``p`` kept inside (1e-6, 1 - 1e-6)."""
+    p = np.clip(np.asarray(p, dtype="float64"), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: int = 30) -> np.ndarray:
     """Weights of an L2-regularised logistic regression, by Newton's method (IRLS).
 

