@@ -23,7 +23,7 @@ from keras import layers
 
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig
 from .evaluate import tta_settings
-from .modelio import file_sha256, load_model, save_model_atomic
+from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
 from .models import ExpectedAge
 from .train import choose_age_readout, load_arrays, split_metrics, train
 
@@ -71,9 +71,7 @@ def _check_members(cards: Sequence[dict], paths: Sequence[Path]) -> None:
             raise ValueError(f"{path} and {paths[0]} were trained on different data (fingerprints "
                              f"{card['data'].get('fingerprint')} and {first['data'].get('fingerprint')})")
     for card, path in zip(cards, paths):
-        if card["data"].get("fit_splits", ["train"]) != ["train"]:
-            raise ValueError(f"{path} was fitted on {card['data']['fit_splits']}: its val figures are in-sample, "
-                             "so the ensemble's read-out could not be chosen on val")
+        require_train_fit(card, path, "the ensemble's read-out")
 
 
 def _member_record(path: Path, card: dict) -> dict[str, Any]:
@@ -108,10 +106,7 @@ def combine(member_paths: Sequence[str | os.PathLike], name: str, folder: str | 
     config = dataclasses.replace(TrainConfig.from_dict(cards[0]["config"]), age_readout="val")
     # the training faces' labels are needed (the metrics' baselines), not their pixels
     arrays, data_info = load_arrays(config, folder, decode=("val", "test"))
-    if data_info["fingerprint"] != cards[0]["data"].get("fingerprint"):
-        raise ValueError(f"the models were trained on other data (fingerprint {cards[0]['data'].get('fingerprint')}) "
-                             f"than {data_info['folder']} ({data_info['fingerprint']}); their val and test "
-                             "splits would not be the ones they never saw")
+    require_same_data(cards[0], paths[0], data_info)
     data_info["fit_splits"] = ["train"]
     model, readout = choose_age_readout(build_ensemble([m for m, _ in loaded], name=name), config, *arrays["val"])
     tta = tta_settings(cards[0])

@@ -24,7 +24,7 @@ from keras import layers
 from .backbones.face_recognition_net import build_face_descriptor, default_weights_path, weight_files
 from .config import MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
-from .modelio import file_sha256, load_model, save_model_atomic
+from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
 from .models import MeanOfViews, MirrorViews, MixedGender
 from .teacher import fit_logistic, logit
 from .train import load_arrays, split_metrics
@@ -82,9 +82,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
     start = time.perf_counter()
     model_path = Path(model_path)
     agenet, card = load_model(model_path)
-    if card.get("data", {}).get("fit_splits", ["train"]) != ["train"]:
-        raise ValueError(f"{model_path} was fitted on {card['data']['fit_splits']}: its val figures are in-sample, "
-                         "so the mix could not be chosen on val")
+    require_train_fit(card, model_path, "the mix")
     if not tta_settings(card)["tta_flip"] or tta_settings(card)["tta_zoom"]:
         raise ValueError(f"{model_path} is served with views {tta_settings(card)}; the combination holds the "
                          "mirror view only")
@@ -95,9 +93,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         raise ValueError(f"{output} is the model it starts from; write the combination under another name")
     config = TrainConfig.from_dict(card["config"])
     arrays, data_info = load_arrays(config, folder)
-    if data_info["fingerprint"] != card["data"].get("fingerprint"):
-        raise ValueError(f"{model_path} was trained on other data (fingerprint {card['data'].get('fingerprint')}) "
-                         f"than {data_info['folder']} ({data_info['fingerprint']})")
+    require_same_data(card, model_path, data_info)
     weights_path = Path(weights) if weights is not None else default_weights_path()
     descriptor = build_face_descriptor(int(card["input"]["image_size"]), weights_path)
 

@@ -85,6 +85,24 @@ def input_resize(card: dict) -> str:
     return card.get("input", {}).get("resize", LEGACY_RESIZE)
 
 
+def require_train_fit(card: dict, path: str | os.PathLike, chosen: str) -> None:
+    """Refuse a model fitted on more than the train split: ``chosen`` (what a later step picks on val) would be
+    picked on faces the model has already seen."""
+    fit = card.get("data", {}).get("fit_splits", ["train"])
+    if fit != ["train"]:
+        raise ValueError(f"{path} was fitted on {fit}: its val figures are in-sample, so {chosen} could not be "
+                         "chosen on val")
+
+
+def require_same_data(card: dict, path: str | os.PathLike, data_info: dict) -> None:
+    """Refuse a model trained on other data than the folder just loaded (``data_info`` of ``load_arrays``): its
+    val and test splits would not be the faces it never saw."""
+    trained_on = card.get("data", {}).get("fingerprint")
+    if data_info["fingerprint"] != trained_on:
+        raise ValueError(f"{path} was trained on other data (fingerprint {trained_on}) than {data_info['folder']} "
+                         f"({data_info['fingerprint']}); its val and test splits would not be the ones it never saw")
+
+
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras.Model, dict]:
     """Load a model and its card; raise :class:`ModelFileError` with the reason if either is unusable."""
     path = Path(path)
