@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -150,6 +151,16 @@ def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_
     assert "the model it starts from" in capsys.readouterr().err
     assert main(["add-descriptor", str(base_model), "--name", "x", *out, "--weights", str(tmp_path / "no-manifest.json")]) == 2
     assert "make face-recognition-net" in capsys.readouterr().err
+    for change, message in ((lambda data: data.update(fit_splits=["train", "val"]), "in-sample"),
+                            (lambda data: data.update(fingerprint="0" * 16), "other data")):
+        copy = tmp_path / "changed.keras"
+        shutil.copy(base_model, copy)
+        card = json.loads(base_model.with_suffix(".json").read_text())
+        change(card["data"])
+        copy.with_suffix(".json").write_text(json.dumps(card))
+        assert main(["add-descriptor", str(copy), "--name", "x", "--data", str(tiny_folder),
+                     "--models-dir", str(tmp_path)]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_the_mixed_model_exports_and_serves_one_face(base_model, tiny_folder, tmp_path):
