@@ -44,11 +44,6 @@ from agegender.modelio import load_model  # noqa: E402
 
 #: ops quantized in the "int8 convolutions" variants; everything else stays float
 INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "QUANTIZE", "DEQUANTIZE"}
-#: every op the converter may emit for these models (the debugger takes a deny list, not an allow list)
-ALL_OPS = ("ADD", "AVERAGE_POOL_2D", "BROADCAST_TO", "CAST", "CONCATENATION", "CONV_2D", "CUMSUM", "DEPTHWISE_CONV_2D",
-           "DIV", "FULLY_CONNECTED", "GATHER", "LESS", "LOG", "LOGISTIC", "MAXIMUM", "MAX_POOL_2D", "MEAN", "MINIMUM",
-           "MUL", "PACK", "PAD", "RESHAPE", "RESIZE_BILINEAR", "REVERSE_V2", "SELECT_V2", "SHAPE", "SOFTMAX",
-           "STRIDED_SLICE", "SUB", "SUM", "TRANSPOSE")
 LAYER_ERRORS = (0.7, 0.45, 0.35)
 OLD = AGE_BANDS[-1]
 
@@ -67,8 +62,17 @@ def int8_converter(saved_model: str, calibration: np.ndarray):
     return converter
 
 
-def int8_variants(model, calibration: np.ndarray, debug: np.ndarray) -> dict[str, bytes]:
-    """The int8 flatbuffers: dynamic range, convolutions only, and convolutions minus the worst layers."""
+def op_names(flatbuffer: bytes) -> set[str]:
+    """The ops a TFLite model holds (the quantization debugger takes a deny list, so the rest is derived from them)."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def int8_variants(model, calibration: np.ndarray, debug: np.ndarray, float_ops: list[str]) -> dict[str, bytes]:
+    """The int8 flatbuffers: dynamic range, convolutions only, and convolutions minus the worst layers;
+    ``float_ops`` are kept in float in the last two."""
     import tensorflow as tf
 
     out = {}
@@ -77,7 +81,6 @@ def int8_variants(model, calibration: np.ndarray, debug: np.ndarray) -> dict[str
         dynamic = tf.lite.TFLiteConverter.from_saved_model(folder)
         dynamic.optimizations = [tf.lite.Optimize.DEFAULT]
         out["dynamic int8"] = dynamic.convert()
-        float_ops = [op for op in ALL_OPS if op not in INT8_OPS]
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=int8_converter(folder, calibration), debug_dataset=batches(debug),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=float_ops))
@@ -131,7 +134,9 @@ def main() -> None:
     train = frame[frame["split"] == "train"].sample(n=args.calibration + args.debug, random_state=0)
     images, _ = split_arrays(card, train, "train")
     calibration, debug = images[:args.calibration], images[args.calibration:]
-    flatbuffers = {"float16": convert(model, "float16"), **int8_variants(model, calibration, debug)}
+    float16 = convert(model, "float16")
+    float_ops = sorted(op_names(float16) - INT8_OPS)
+    flatbuffers = {"float16": float16, **int8_variants(model, calibration, debug, float_ops)}
 
     reference = predict_model_splits(model, card)
     rows = {}
