@@ -16,6 +16,7 @@ from agegender.backbones.face_recognition_net import (  # noqa: E402
 from agegender.cli import main  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.evaluate import predict_arrays  # noqa: E402
+from agegender.face_age import AGE_MIX_WEIGHTS, median_ages  # noqa: E402
 from agegender.face_gender import MIX_WEIGHTS, choose_weight, fit_regression  # noqa: E402
 from agegender.modelio import load_model  # noqa: E402
 from agegender.models import MeanOfViews, MirrorViews, MixedGender  # noqa: E402
@@ -120,29 +121,63 @@ def base_model(tiny_folder, tmp_path_factory):
     return root / "models" / "base.keras"
 
 
-def test_add_descriptor_keeps_agenets_ages_and_mixes_gender_chosen_on_val(base_model, tiny_folder, tmp_path, capsys):
+def _test_faces(folder, card):
     from agegender.data import load_utkface
     from agegender.preprocess import load_split_arrays
 
+    frame = load_utkface(folder)
+    images, _, _ = load_split_arrays(frame[frame["split"] == "test"], card["input"]["image_size"], "rgb",
+                                     resize=card["input"]["resize"], progress=False)
+    return images
+
+
+def test_add_descriptor_without_age_head_keeps_agenets_ages_and_mixes_gender_chosen_on_val(base_model, tiny_folder,
+                                                                                           tmp_path, capsys):
     code = main(["add-descriptor", str(base_model), "--name", "mixed", "--data", str(tiny_folder),
-                 "--models-dir", str(tmp_path)])
+                 "--models-dir", str(tmp_path), "--no-age-head"])
     assert code == 0 and "mixed: base.keras + face descriptor" in capsys.readouterr().out
     model, card = load_model(tmp_path / "mixed.keras")
     base, base_card = load_model(base_model)
     assert card["tta_flip"] is False and card["architecture"].endswith("+face_descriptor")
     record = card["face_descriptor"]
+    assert "age_head" not in record
     table = record["val_gender_accuracy_by_weight"]
     assert record["agenet_logit_weight"] == max(MIX_WEIGHTS, key=lambda a: table[f"{a:.1f}"])
     assert card["training"]["wall_seconds"] == pytest.approx(
         base_card["training"]["wall_seconds_all_stages"] + record["step_seconds"], abs=0.2)
 
-    frame = load_utkface(tiny_folder)
-    images, rows, _ = load_split_arrays(frame[frame["split"] == "test"], 32, "rgb", resize=card["input"]["resize"],
-                                        progress=False)
+    images = _test_faces(tiny_folder, card)
     mixed, alone = predict_arrays(model, images), predict_arrays(base, images, tta_flip=True)
     np.testing.assert_allclose(mixed["age"], alone["age"], atol=1e-4)  # AgeNet's mirror average, in the graph
     np.testing.assert_allclose(mixed["age_dist"], alone["age_dist"], atol=1e-6)
     assert card["metrics"]["test"]["age_mae"] == pytest.approx(base_card["metrics"]["test"]["age_mae"], abs=1e-4)
+
+
+def test_add_descriptor_mixes_the_age_heads_distribution_by_the_weight_chosen_on_val(base_model, tiny_folder,
+                                                                                      tmp_path, capsys):
+    assert main(["add-descriptor", str(base_model), "--name", "aged", "--data", str(tiny_folder),
+                 "--models-dir", str(tmp_path)]) == 0
+    assert "of AgeNet's age distribution" in capsys.readouterr().out
+    model, card = load_model(tmp_path / "aged.keras")
+    base, base_card = load_model(base_model)
+    record = card["face_descriptor"]["age_head"]
+    table = record["val_age_mae_by_weight"]
+    assert record["features"] == 704 and record["heads"] == len(record["seeds"]) == 3
+    assert record["agenet_dist_weight"] == min(AGE_MIX_WEIGHTS, key=lambda a: table[f"{a:.1f}"])
+    # the built graph serves what the choice measured: its val MAE is the table's at the chosen weight
+    assert card["metrics"]["val"]["age_mae"] == pytest.approx(table[f"{record['agenet_dist_weight']:.1f}"], abs=1e-3)
+    assert table["1.0"] == pytest.approx(base_card["metrics"]["val"]["age_mae"], abs=1e-3)  # 1.0: AgeNet as served
+
+    images = _test_faces(tiny_folder, card)
+    served, alone = predict_arrays(model, images), predict_arrays(base, images, tta_flip=True)
+    np.testing.assert_allclose(served["age_dist"].sum(1), 1.0, atol=1e-5)
+    if record["agenet_dist_weight"] < 1.0:  # the age is the median of the mixed distribution
+        np.testing.assert_allclose(served["age"], median_ages(served["age_dist"]), atol=1e-3)
+        assert not np.allclose(served["age_dist"], alone["age_dist"], atol=1e-4)
+    assert main(["add-descriptor", str(base_model), "--name", "gender_only", "--data", str(tiny_folder),
+                 "--models-dir", str(tmp_path), "--no-age-head"]) == 0
+    gender_only = predict_arrays(load_model(tmp_path / "gender_only.keras")[0], images)
+    np.testing.assert_allclose(served["p_female"], gender_only["p_female"], atol=1e-6)  # the age head leaves gender alone
 
 
 def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_path, capsys):
@@ -177,3 +212,17 @@ def test_the_mixed_model_exports_and_serves_one_face(base_model, tiny_folder, tm
     face = np.random.default_rng(0).integers(0, 255, (1, 32, 32, 3)).astype("uint8")
     (prediction,) = predictor.predict_crops(face)
     assert prediction.gender in ("male", "female") and 0.5 <= prediction.gender_probability <= 1.0
+
+
+def test_inner_features_come_from_the_same_network_and_unknown_blocks_are_refused():
+    from agegender.backbones.face_recognition_net import AGE_FEATURE_BLOCKS
+
+    faces = np.load(REFERENCE)["faces"][:2].astype("float32")
+    plain = build_face_descriptor(128)
+    inner = build_face_descriptor(128, inner_blocks=AGE_FEATURE_BLOCKS)
+    out = inner.predict(faces, verbose=0)
+    assert out["inner"].shape == (2, 704)
+    np.testing.assert_allclose(out["descriptor"], plain.predict(faces, verbose=0), atol=1e-5)
+    assert (out["inner"] >= 0).all()  # means of ReLU outputs
+    with pytest.raises(ValueError, match="no such blocks"):
+        build_face_recognition_net(inner_blocks=("conv512_1",))

@@ -97,10 +97,13 @@ def _combine(args: argparse.Namespace) -> int:
 def _add_descriptor(args: argparse.Namespace) -> int:
     from .face_gender import add_descriptor
 
-    card = add_descriptor(args.model, args.name, args.data, models_dir=Path(args.models_dir), weights=args.weights)
+    card = add_descriptor(args.model, args.name, args.data, models_dir=Path(args.models_dir), weights=args.weights,
+                          age_head=not args.no_age_head)
     val, test = card["metrics"]["val"], card["metrics"]["test"]
+    age_head = card["face_descriptor"].get("age_head")
+    age_weight = f", of AgeNet's age distribution {age_head['agenet_dist_weight']}" if age_head else ""
     print(f"{card['name']}: {card['base_model']['file']} + face descriptor (weight of AgeNet's logit "
-          f"{card['face_descriptor']['agenet_logit_weight']}, chosen on val); val age MAE {val['age_mae']:.2f} y, "
+          f"{card['face_descriptor']['agenet_logit_weight']}{age_weight}, chosen on val); val age MAE {val['age_mae']:.2f} y, "
           f"gender {100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
           f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in all)")
     return 0
@@ -179,12 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the combined model and card go")
     p.set_defaults(func=_combine)
 
-    p = sub.add_parser("add-descriptor", help="a trained AgeNet plus dlib's face descriptor for gender, as one model")
+    p = sub.add_parser("add-descriptor",
+                       help="a trained AgeNet plus dlib's face descriptor for gender and age, as one model")
     p.add_argument("model", help="the trained AgeNet .keras file (served with its mirror view)")
     p.add_argument("--name", required=True, help="the new model's name: written as MODELS_DIR/NAME.keras")
     p.add_argument("--data", help="UTKFace folder the model was trained on (default: as for train)")
     p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the new model and card go")
     p.add_argument("--weights", help="face-recognition weights (default: models/pretrained/, make face-recognition-net)")
+    p.add_argument("--no-age-head", action="store_true",
+                   help="gender only: no age head on the descriptor's inner features (AgeNet's ages unchanged)")
     p.set_defaults(func=_add_descriptor)
 
     p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder")

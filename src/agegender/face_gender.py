@@ -1,12 +1,15 @@
-"""A trained AgeNet with dlib's face descriptor beside it for gender: `agegender add-descriptor`.
+"""A trained AgeNet with dlib's face descriptor beside it for gender and age: `agegender add-descriptor`.
 
 dlib's face-recognition network tells adults' gender apart about as well as AgeNet, but errs on other faces,
 so a mix of the two logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``).
 The combined network holds AgeNet unchanged, its mirror view inside the graph (the two views go through as a
 batch of two and are averaged, as ``predict_arrays(tta_flip=True)`` does outside), and on the face alone the
 descriptor (``backbones.face_recognition_net``) with a logistic regression fitted on AgeNet's own training faces.
-Its P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * the regression's logit)``, ``a`` chosen on val; its
-ages and age distribution are AgeNet's, to the last digit.
+Its P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * the regression's logit)``, ``a`` chosen on val.
+
+With the age head (the default; ``face_age``), an MLP on the same network's inner blocks gives a second age
+distribution; the served one is ``b * AgeNet's + (1 - b) * the head's`` and the age its median, ``b`` chosen on
+val (at ``b = 1`` ages stay AgeNet's, to the last digit, as they are without the head).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from .backbones.face_recognition_net import build_face_descriptor, default_weights_path, weight_files
+from .backbones.face_recognition_net import AGE_FEATURE_BLOCKS, build_face_descriptor, default_weights_path, weight_files
 from .config import MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
+from .face_age import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS, choose_age_weight, fit_age_heads
 from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
-from .models import MeanOfViews, MirrorViews, MixedGender
+from .models import MeanOfViews, MedianAge, MirrorViews, MixedDistribution, MixedGender
 from .teacher import fit_logistic, logit
 from .train import load_arrays, split_metrics
 
@@ -51,33 +55,51 @@ def choose_weight(p_agenet: np.ndarray, z: np.ndarray, genders: np.ndarray) -> t
 
 
 def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, kernel: np.ndarray, bias: float,
-                          weight: float, name: str) -> keras.Model:
-    """One network: AgeNet over the face and its mirror, and the descriptor's regression over the face."""
+                          weight: float, name: str, age_head: keras.Model | None = None,
+                          age_weight: float = 1.0) -> keras.Model:
+    """One network: AgeNet over the face and its mirror, and the descriptor's regression over the face; with
+    ``age_head`` (on the descriptor's inner features, ``descriptor`` built with ``inner_blocks``) and an
+    ``age_weight`` below 1, the age distribution mixed with the head's and the age its median."""
     inputs = keras.Input(agenet.input_shape[1:], name="image")
     own = keras.Model(agenet.input, {key: agenet.get_layer(key).output for key in ("gender_out", "age_dist", "age_out")},
                       name="agenet")
     views = own(MirrorViews(name="mirror_views")(inputs))
     regression = layers.Dense(1, name="descriptor_gender")
-    z = regression(descriptor(inputs))
+    features = descriptor(inputs)
+    if isinstance(features, dict):
+        descriptors, inner = features["descriptor"], features["inner"]
+    else:
+        descriptors, inner = features, None
+    z = regression(descriptors)
     regression.set_weights([np.asarray(kernel, "float32").reshape(-1, 1), np.array([bias], "float32")])
     outputs = {"gender_out": MixedGender(weight, name="gender_out")(
-                   [MeanOfViews(name="gender_views")(views["gender_out"]), z]),
-               "age_dist": MeanOfViews(name="age_dist")(views["age_dist"]),
-               "age_out": MeanOfViews(name="age_out")(views["age_out"])}
+                   [MeanOfViews(name="gender_views")(views["gender_out"]), z])}
+    if age_head is None or age_weight == 1.0:
+        outputs["age_dist"] = MeanOfViews(name="age_dist")(views["age_dist"])
+        outputs["age_out"] = MeanOfViews(name="age_out")(views["age_out"])
+    else:
+        if inner is None:
+            raise ValueError("the age head needs the descriptor's inner features: build it with inner_blocks")
+        agenet_dist = MeanOfViews(name="agenet_age_dist")(views["age_dist"])
+        outputs["age_dist"] = MixedDistribution(age_weight, name="age_dist")([agenet_dist, age_head(inner)])
+        outputs["age_out"] = MedianAge(name="age_out")(outputs["age_dist"])
     return keras.Model(inputs, outputs, name=name)
 
 
-def descriptor_logits(descriptor: keras.Model, images: np.ndarray, kernel: np.ndarray, bias: float) -> np.ndarray:
+def descriptor_outputs(descriptor: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"descriptor": ...}``, and ``"inner"`` when the network was built with inner blocks."""
     values = descriptor.predict(np.asarray(images, "float32"), batch_size=256, verbose=0)
-    return values @ kernel + bias
+    return values if isinstance(values, dict) else {"descriptor": values}
 
 
 def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
-                   models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None) -> dict[str, Any]:
-    """AgeNet at ``model_path`` plus the descriptor's gender, written to ``models_dir/<name>.keras``; its card.
+                   models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None,
+                   age_head: bool = True) -> dict[str, Any]:
+    """AgeNet at ``model_path`` plus the descriptor's gender (and, with ``age_head``, its age head), written to
+    ``models_dir/<name>.keras``; its card.
 
-    The regression is fitted on the faces AgeNet was trained on (its config's split and left-out faces), the
-    weight chosen on val; the card's training time is AgeNet's plus this step's.
+    The regression and the age heads are fitted on the faces AgeNet was trained on (its config's split and
+    left-out faces), the two weights chosen on val; the card's training time is AgeNet's plus this step's.
     """
     start = time.perf_counter()
     model_path = Path(model_path)
@@ -88,6 +110,8 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                          "mirror view only")
     if card["input"]["color_mode"] != "rgb":
         raise ValueError(f"{model_path} takes {card['input']['color_mode']} faces; the face descriptor needs RGB")
+    if age_head and "age_dist" not in agenet.output_names:
+        raise ValueError(f"{model_path} has no age distribution to mix the age head's with; use --no-age-head")
     output = Path(models_dir) / f"{name}.keras"
     if output.resolve() == model_path.resolve():
         raise ValueError(f"{output} is the model it starts from; write the combination under another name")
@@ -95,16 +119,29 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
     arrays, data_info = load_arrays(config, folder)
     require_same_data(card, model_path, data_info)
     weights_path = Path(weights) if weights is not None else default_weights_path()
-    descriptor = build_face_descriptor(int(card["input"]["image_size"]), weights_path)
+    descriptor = build_face_descriptor(int(card["input"]["image_size"]), weights_path,
+                                       inner_blocks=AGE_FEATURE_BLOCKS if age_head else ())
 
     train_images, train_rows = arrays["train"]
-    train_descriptors = descriptor.predict(np.asarray(train_images, "float32"), batch_size=256, verbose=0)
-    kernel, bias = fit_regression(train_descriptors, train_rows["gender"].to_numpy())
+    train_features = descriptor_outputs(descriptor, train_images)
+    kernel, bias = fit_regression(train_features["descriptor"], train_rows["gender"].to_numpy())
     val_images, val_rows = arrays["val"]
-    p_val = predict_arrays(agenet, val_images, **tta_settings(card))["p_female"]
-    weight, val_accuracy = choose_weight(p_val, descriptor_logits(descriptor, val_images, kernel, bias),
+    val_agenet = predict_arrays(agenet, val_images, **tta_settings(card))
+    val_features = descriptor_outputs(descriptor, val_images)
+    weight, val_accuracy = choose_weight(val_agenet["p_female"], val_features["descriptor"] @ kernel + bias,
                                          val_rows["gender"].to_numpy())
-    model = build_with_descriptor(agenet, descriptor, kernel, bias, weight, name)
+    heads, age_record = None, None
+    if age_head:
+        heads = fit_age_heads(train_features["inner"], train_rows["age"].to_numpy(), config)
+        head_val = heads.predict(val_features["inner"], batch_size=1024, verbose=0)
+        age_weight, val_mae = choose_age_weight(val_agenet["age"], val_agenet["age_dist"], head_val,
+                                                val_rows["age"].to_numpy())
+        age_record = {"blocks": list(AGE_FEATURE_BLOCKS), "features": int(train_features["inner"].shape[1]),
+                      "heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS), "hidden": HEAD_HIDDEN,
+                      "epochs": HEAD_EPOCHS, "faces": int(len(train_rows)), "agenet_dist_weight": age_weight,
+                      "val_age_mae_by_weight": val_mae}
+    model = build_with_descriptor(agenet, descriptor, kernel, bias, weight, name, age_head=heads,
+                                  age_weight=age_record["agenet_dist_weight"] if age_record else 1.0)
     step_seconds = time.perf_counter() - start
 
     base_training = card.get("training", {})
@@ -117,7 +154,11 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         "parameters": int(model.count_params()),
         "outputs": {**card.get("outputs", {}),
                     "gender_out": "P(female): AgeNet's (mean of the face and its mirror) mixed with the face "
-                                  "descriptor's regression, in logits"},
+                                  "descriptor's regression, in logits",
+                    **({"age_dist": "AgeNet's age distribution (mean of the face and its mirror) mixed with the "
+                                    "descriptor's age heads'",
+                        "age_out": "the median of age_dist"}
+                       if age_record and age_record["agenet_dist_weight"] < 1.0 else {})},
         "tta_flip": False, "tta_zoom": [],  # the mirror view is inside the graph
         "views_in_graph": "mirror (AgeNet only)",
         "base_model": {"file": model_path.name, "name": card.get("name"), "sha256": file_sha256(model_path),
@@ -130,6 +171,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
             "regression": {"faces": int(len(train_rows)), "l2": REGRESSION_L2},
             "agenet_logit_weight": weight, "val_gender_accuracy_by_weight": val_accuracy,
             "step_seconds": round(step_seconds, 1),
+            **({"age_head": age_record} if age_record else {}),
         },
         "data": {**data_info, "fit_splits": ["train"]},
         "training": {**base_training, "wall_seconds": round(base_seconds + step_seconds, 1),

@@ -111,6 +111,27 @@ class MixedGender(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="agegender")
+class MixedDistribution(layers.Layer):
+    """``weight * p + (1 - weight) * q`` of two distributions: AgeNet's age distribution ``p`` and another."""
+
+    def __init__(self, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the weight of AgeNet's distribution is in [0, 1], not {weight}")
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        p, q = inputs
+        return self.weight * p + (1 - self.weight) * q
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="agegender")
 class VGG16Preprocess(layers.Layer):
     """``keras.applications.vgg16.preprocess_input`` as a layer: RGB 0..255 -> BGR, ImageNet means removed."""
 

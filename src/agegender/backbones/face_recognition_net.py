@@ -40,6 +40,9 @@ BLOCKS: tuple[tuple[str, int, bool], ...] = (
     ("conv256_down", 256, True), ("conv256_1", 256, False), ("conv256_2", 256, False),
     ("conv256_down_out", 256, True),
 )
+#: Blocks whose mean-pooled outputs feed the age head of ``agegender add-descriptor`` (704 features). The 128-D
+#: descriptor is trained to ignore what changes within one person, age included; these inner blocks are not.
+AGE_FEATURE_BLOCKS: tuple[str, ...] = ("conv64_3", "conv128_2", "conv256_2", "conv256_down_out")
 
 
 def default_weights_path() -> Path:
@@ -98,15 +101,16 @@ class ResizeTo(layers.Layer):
 
 
 def build_face_descriptor(input_size: int, weights: str | os.PathLike | None = "default", *,
-                          size: int = INPUT_SIZE) -> keras.Model:
+                          size: int = INPUT_SIZE, inner_blocks: tuple[str, ...] = ()) -> keras.Model:
     """RGB faces at ``input_size`` px -> dlib's descriptor, the faces upsampled (or shrunk) to 150 px in the graph.
 
     On UTKFace's 128 px crops upsampled this way the descriptors are as close to dlib's own (computed on its
     landmark-aligned 150 px chips) as on 150 px crops: cosine 0.99 (median); fed 128 px directly, 0.65.
-    ``size`` is the side the network sees (150, its training size, unless asked otherwise).
+    ``size`` is the side the network sees (150, its training size, unless asked otherwise); ``inner_blocks``
+    as for :func:`build_face_recognition_net`.
     """
     net = build_face_recognition_net(default_weights_path() if weights == "default" else weights,
-                                     input_shape=(size, size, 3))
+                                     input_shape=(size, size, 3), inner_blocks=inner_blocks)
     inputs = keras.Input((input_size, input_size, 3), name="face")
     x = inputs if input_size == size else ResizeTo(size, name=f"to_{size}px")(inputs)
     return keras.Model(inputs, net(x), name="face_descriptor")
@@ -114,21 +118,33 @@ def build_face_descriptor(input_size: int, weights: str | os.PathLike | None = "
 
 def build_face_recognition_net(weights: str | os.PathLike | None = None, *,
                                input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 3),
-                               name: str = "face_recognition_net") -> keras.Model:
+                               name: str = "face_recognition_net",
+                               inner_blocks: tuple[str, ...] = ()) -> keras.Model:
     """RGB in [0, 255] at 150 px -> the 128-D face descriptor (not normalised; dlib compares by Euclidean distance).
 
     ``weights``: face-api.js's weights manifest (``make face-recognition-net`` puts it in ``models/pretrained/``),
-    or ``None`` (random).
+    or ``None`` (random). With ``inner_blocks`` (names from ``BLOCKS``, e.g. ``AGE_FEATURE_BLOCKS``) the model
+    outputs ``{"descriptor": ..., "inner": ...}``, the second the blocks' outputs averaged over the image and
+    concatenated in the order given.
     """
+    unknown = set(inner_blocks) - {block for block, _, _ in BLOCKS}
+    if unknown:
+        raise ValueError(f"no such blocks in the face-recognition net: {sorted(unknown)}")
     inputs = keras.Input(input_shape, name="face")
     x = layers.Rescaling(1 / 255, offset=[-m / 255 for m in MEAN_RGB], name="normalize")(inputs)
     x = layers.Conv2D(32, 7, strides=2, padding="valid", name="conv32_down")(x)
     x = layers.ReLU(name="conv32_down_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="valid", name="stem_pool")(x)
+    block_outputs = {}
     for block, filters, down in BLOCKS:
-        x = _residual(x, block, filters, down)
-    x = layers.GlobalAveragePooling2D(name="avg")(x)
-    outputs = layers.Dense(DESCRIPTOR_DIM, use_bias=False, name="fc")(x)
+        x = block_outputs[block] = _residual(x, block, filters, down)
+    pooled = layers.GlobalAveragePooling2D(name="avg")(x)
+    outputs = layers.Dense(DESCRIPTOR_DIM, use_bias=False, name="fc")(pooled)
+    if inner_blocks:
+        means = [pooled if block == BLOCKS[-1][0] else
+                 layers.GlobalAveragePooling2D(name=f"{block}_mean")(block_outputs[block]) for block in inner_blocks]
+        inner = means[0] if len(means) == 1 else layers.Concatenate(name="inner_features")(means)
+        outputs = {"descriptor": outputs, "inner": inner}
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         path = Path(weights)
