@@ -100,6 +100,7 @@ def test_05_train_best(workdir):
     assert (workdir / "base" / "nb_agenet.keras").exists()  # the AgeNet itself, before the face descriptor
     card = json.loads((models / "nb_agenet.json").read_text())
     assert card["face_descriptor"]["agenet_logit_weight"] == records["descriptor_weight"]
+    assert card["face_descriptor"]["age_head"]["agenet_dist_weight"] == records["age_head_weight"]
     assert records["test_gender_accuracy"] == card["metrics"]["test"]["gender_accuracy"]
     assert card["tflite"]["bytes"] == (models / "nb_agenet.tflite").stat().st_size
     assert records["tflite_mb"] > 0 and records["tflite_max_age_diff"] < 1.0
