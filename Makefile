@@ -48,8 +48,8 @@ app: install
 train-seed: install
 	$(BIN)/agegender train --config configs/seed_cnn.json
 
-## AgeNet (one run within its 88-minute budget, kept under runs/agenet_base/), dlib's face descriptor added for
-## gender (models/agenet.keras), then its float16 TFLite export used for serving.
+## AgeNet (one run within its 88-minute budget, kept under runs/agenet_base/), dlib's face-recognition network
+## added with gender and age heads on its inner features (models/agenet.keras), then its float16 TFLite export.
 train-best: install
 	$(BIN)/agegender train --config configs/agenet.json --models-dir runs/agenet_base
 	$(BIN)/agegender add-descriptor runs/agenet_base/agenet.keras --name agenet

@@ -84,10 +84,11 @@ def _changes(card: dict, base_config: dict) -> str:
         base = card["base_model"]
         base_name = (base.get("trained_as") or base["name"]).split()[0]  # the run it was trained as, if recorded
         record = card["face_descriptor"]
-        mixed = (f"{base_name}'s model + dlib's face descriptor for gender (weight of its logit "
+        gender = "MLP heads on its inner features" if "gender_heads" in record else "its descriptor"
+        mixed = (f"{base_name}'s model + dlib's face network: gender from {gender} (weight of {base_name}'s logit "
                  f"{record['agenet_logit_weight']})")
         if "age_head" in record:
-            mixed += (f" and an age head on its inner features (weight of {base_name}'s distribution "
+            mixed += (f", age heads on its inner features (weight of {base_name}'s distribution "
                       f"{record['age_head']['agenet_dist_weight']})")
         return f"{mixed}; recipe {changes}" if changes else mixed
     return changes or "same recipe, retrained"

@@ -231,9 +231,16 @@ def test_an_ensembles_card_shows_what_each_member_changed_and_its_figures_but_no
 def test_a_mixed_models_card_names_the_model_it_starts_from_and_the_descriptors_weight(tmp_path):
     base = _card("base", 4.5)
     mixed = {**_card("mixed", 4.5), "base_model": {"name": "base"}, "face_descriptor": {"agenet_logit_weight": 0.7}}
-    paths = _write_cards(tmp_path, base, mixed)
+    heads = {**_card("heads", 4.1), "base_model": {"name": "base"},
+             "face_descriptor": {"agenet_logit_weight": 0.8, "gender_heads": {"features": "inner"},
+                                 "age_head": {"agenet_dist_weight": 0.4}}}
+    paths = _write_cards(tmp_path, base, mixed, heads)
     rows = recipe_ablation.summary(paths, baseline=paths[0]).splitlines()
-    assert rows[3].startswith("| mixed | base's model + dlib's face descriptor for gender (weight of its logit 0.7) |")
+    assert rows[3].startswith("| mixed | base's model + dlib's face network: gender from its descriptor (weight of "
+                              "base's logit 0.7) |")
+    assert rows[4].startswith("| heads | base's model + dlib's face network: gender from MLP heads on its inner "
+                              "features (weight of base's logit 0.8), age heads on its inner features (weight of "
+                              "base's distribution 0.4) |")
 
 
 def test_update_rewrites_only_the_marked_table_and_reports_no_change_the_second_time(tmp_path):

@@ -180,6 +180,38 @@ def test_add_descriptor_mixes_the_age_heads_distribution_by_the_weight_chosen_on
     np.testing.assert_allclose(served["p_female"], gender_only["p_female"], atol=1e-6)  # the age head leaves gender alone
 
 
+def test_gender_heads_on_the_inner_features_mix_by_the_weight_chosen_on_val_and_leave_ages_alone(
+        base_model, tiny_folder, tmp_path):
+    out = ["--data", str(tiny_folder), "--models-dir", str(tmp_path)]
+    assert main(["add-descriptor", str(base_model), "--name", "mlp", *out, "--gender-head", "mlp"]) == 0
+    assert main(["add-descriptor", str(base_model), "--name", "linear", *out, "--gender-head", "regression"]) == 0
+    model, card = load_model(tmp_path / "mlp.keras")
+    record = card["face_descriptor"]
+    assert "regression" not in record and record["gender_heads"]["features"] == "inner"
+    table = record["val_gender_accuracy_by_weight"]
+    chosen = record["agenet_logit_weight"]
+    assert chosen == max(MIX_WEIGHTS, key=lambda a: table[f"{a:.1f}"])
+    # the built graph serves what the choice measured
+    assert 100 * card["metrics"]["val"]["gender_accuracy"] == pytest.approx(table[f"{chosen:.1f}"], abs=1e-3)
+    images = _test_faces(tiny_folder, card)
+    served = predict_arrays(model, images)
+    linear = predict_arrays(load_model(tmp_path / "linear.keras")[0], images)
+    np.testing.assert_allclose(served["age_dist"], linear["age_dist"], atol=1e-6)  # the same age heads
+    assert not np.allclose(served["p_female"], linear["p_female"], atol=1e-4) or chosen == 1.0
+
+
+def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads_are_refused(base_model, tmp_path):
+    from agegender.face_gender import add_descriptor, fit_gender_heads
+
+    rng = np.random.default_rng(0)
+    genders = rng.integers(0, 2, 1200)
+    features = np.c_[genders + rng.normal(0, 0.4, len(genders)), rng.normal(0, 1, (len(genders), 5))] * 3 + 2
+    logits = keras.ops.convert_to_numpy(fit_gender_heads(features[:1000], genders[:1000])(features[1000:]))
+    assert np.mean((logits[:, 0] > 0) == genders[1000:]) > 0.85
+    with pytest.raises(ValueError, match="unknown gender head"):
+        add_descriptor(base_model, "x", models_dir=tmp_path, gender_head="forest")
+
+
 def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_path, capsys):
     out = ["--data", str(tiny_folder), "--models-dir", str(base_model.parent)]
     assert main(["add-descriptor", str(base_model), "--name", "base", *out]) == 2

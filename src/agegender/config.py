@@ -31,6 +31,9 @@ AGE_BANDS: tuple[tuple[str, int, int], ...] = (
 RACES: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 GENDERS: dict[int, str] = {0: "male", 1: "female"}
 MAX_AGE = 116
+#: What gives the gender logit of `agegender add-descriptor`'s face network: a logistic regression on its 128-D
+#: descriptor, or MLP heads on the inner features its age heads read.
+GENDER_HEADS: tuple[str, ...] = ("regression", "mlp")
 
 
 def cache_dir() -> Path:

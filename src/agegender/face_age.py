@@ -12,57 +12,27 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
 
 from .config import TrainConfig
+from .feature_heads import HEAD_EPOCHS, HEAD_SEEDS, fit_heads
 from .models import AGE_BINS, MedianAge
 from .pipeline import age_balance_weights, soft_age_labels
 
-HEAD_SEEDS: tuple[int, ...] = (0, 1, 2)  # three heads averaged: one head's 60+ MAE moves by 0.3 years with its seed
-HEAD_EPOCHS = 30
-HEAD_HIDDEN = 512
-HEAD_BATCH = 256
-HEAD_LEARNING_RATE = 1e-3
-HEAD_WEIGHT_DECAY = 0.02
 #: The weights of AgeNet's distribution tried on val (1.0: AgeNet alone, as served without the head).
 AGE_MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
 
 
-def build_age_head(mean: np.ndarray, std: np.ndarray, name: str = "age_head") -> keras.Model:
-    """Features (standardised inside by ``mean`` and ``std``) -> a softmax over 0..MAX_AGE years."""
-    inputs = keras.Input((len(mean),), name="features")
-    x = layers.Normalization(mean=mean, variance=np.square(std), name="standardise")(inputs)
-    x = layers.Dropout(0.2, name="input_dropout")(x)
-    x = layers.Dense(HEAD_HIDDEN, activation="relu", name="hidden")(x)
-    x = layers.Dropout(0.5, name="hidden_dropout")(x)
-    return keras.Model(inputs, layers.Dense(AGE_BINS, activation="softmax", name="age_dist")(x), name=name)
-
-
 def fit_age_heads(features: np.ndarray, ages: np.ndarray, config: TrainConfig, *,
                   seeds: tuple[int, ...] = HEAD_SEEDS, epochs: int = HEAD_EPOCHS) -> keras.Model:
-    """One head per seed, trained on ``features`` with the soft labels and age-band balance of AgeNet's
-    ``config``; returned as one model whose output is their mean distribution."""
-    features = np.asarray(features, "float32")
-    if len(features) != len(ages) or not len(features):
-        raise ValueError(f"{len(features)} feature rows for {len(ages)} ages; need one per face, at least one")
-    mean, std = features.mean(0), features.std(0) + 1e-6
+    """Heads (``feature_heads``) giving a softmax over 0..MAX_AGE years, trained with the soft labels and age-band
+    balance of AgeNet's ``config``; one model whose output is their mean distribution."""
+    if len(features) != len(ages):
+        raise ValueError(f"{len(features)} feature rows for {len(ages)} ages; need one per face")
     targets = soft_age_labels(tf.constant(ages, tf.float32), config.age_sigma, config.age_sigma_per_year).numpy()
     weights = (age_balance_weights(np.asarray(ages), config.age_balance, config.age_balance_bin_years)
                if config.age_balance else None)
-    heads = []
-    for seed in seeds:
-        keras.utils.set_random_seed(seed)
-        head = build_age_head(mean, std, name=f"age_head_{seed}")
-        head.compile(keras.optimizers.AdamW(HEAD_LEARNING_RATE, weight_decay=HEAD_WEIGHT_DECAY),
-                     keras.losses.KLDivergence())
-        head.fit(features, targets, sample_weight=weights, epochs=epochs, batch_size=HEAD_BATCH, verbose=0)
-        served = build_age_head(mean, std, name=head.name)  # uncompiled: the optimizer's state is not saved with it
-        served.set_weights(head.get_weights())
-        heads.append(served)
-    inputs = keras.Input((features.shape[1],), name="features")
-    dists = [head(inputs) for head in heads]
-    output = dists[0] if len(dists) == 1 else layers.Average(name="mean_of_heads")(dists)
-    return keras.Model(inputs, output, name="descriptor_age")
+    return fit_heads(features, targets, keras.losses.KLDivergence(), AGE_BINS, "softmax", "descriptor_age",
+                     sample_weight=weights, seeds=seeds, epochs=epochs)
 
 
 def median_ages(distributions: np.ndarray) -> np.ndarray:

@@ -6,6 +6,8 @@ The combined network holds AgeNet unchanged, its mirror view inside the graph (t
 batch of two and are averaged, as ``predict_arrays(tta_flip=True)`` does outside), and on the face alone the
 descriptor (``backbones.face_recognition_net``) with a logistic regression fitted on AgeNet's own training faces.
 Its P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * the regression's logit)``, ``a`` chosen on val.
+With ``gender_head="mlp"`` the second logit comes instead from MLP heads (``feature_heads``) on the inner
+features the age heads read.
 
 With the age head (the default; ``face_age``), an MLP on the same network's inner blocks gives a second age
 distribution; the served one is ``b * AgeNet's + (1 - b) * the head's`` and the age its median, ``b`` chosen on
@@ -25,9 +27,10 @@ import numpy as np
 from keras import layers
 
 from .backbones.face_recognition_net import AGE_FEATURE_BLOCKS, build_face_descriptor, default_weights_path, weight_files
-from .config import MODELS_DIR, TrainConfig
+from .config import GENDER_HEADS, MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
-from .face_age import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS, choose_age_weight, fit_age_heads
+from .face_age import choose_age_weight, fit_age_heads
+from .feature_heads import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS, fit_heads
 from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
 from .models import MeanOfViews, MedianAge, MirrorViews, MixedDistribution, MixedGender
 from .teacher import fit_logistic, logit
@@ -46,6 +49,20 @@ def fit_regression(descriptors: np.ndarray, genders: np.ndarray, l2: float = REG
     return kernel, float(w[-1] - mean @ kernel)
 
 
+def regression_layer(kernel: np.ndarray, bias: float) -> layers.Dense:
+    """The fitted regression as a Keras layer (``descriptor_gender``) giving its logit."""
+    layer = layers.Dense(1, name="descriptor_gender")
+    layer.build((None, len(kernel)))
+    layer.set_weights([np.asarray(kernel, "float32").reshape(-1, 1), np.array([bias], "float32")])
+    return layer
+
+
+def fit_gender_heads(features: np.ndarray, genders: np.ndarray) -> keras.Model:
+    """MLP heads on the inner features, each giving a logit of P(female); one model giving their mean logit."""
+    return fit_heads(features, np.asarray(genders, "float32").reshape(-1, 1),
+                     keras.losses.BinaryCrossentropy(from_logits=True), 1, None, "descriptor_gender")
+
+
 def choose_weight(p_agenet: np.ndarray, z: np.ndarray, genders: np.ndarray) -> tuple[float, dict[str, float]]:
     """The weight of AgeNet's logit with the best accuracy on (val) faces, and every weight's accuracy in %."""
     accuracy = {f"{a:.1f}": round(100 * float(np.mean((a * logit(p_agenet) + (1 - a) * z > 0) == genders)), 3)
@@ -54,34 +71,31 @@ def choose_weight(p_agenet: np.ndarray, z: np.ndarray, genders: np.ndarray) -> t
     return best, accuracy
 
 
-def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, kernel: np.ndarray, bias: float,
-                          weight: float, name: str, age_head: keras.Model | None = None,
+def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, gender_head: keras.Layer, weight: float,
+                          name: str, *, gender_input: str = "descriptor", age_head: keras.Model | None = None,
                           age_weight: float = 1.0) -> keras.Model:
-    """One network: AgeNet over the face and its mirror, and the descriptor's regression over the face; with
-    ``age_head`` (on the descriptor's inner features, ``descriptor`` built with ``inner_blocks``) and an
+    """One network: AgeNet over the face and its mirror, and on the face the descriptor network, whose output
+    ``gender_input`` (``"descriptor"`` or ``"inner"``, the inner features of a network built with
+    ``inner_blocks``) gives ``gender_head``'s logit; with ``age_head`` (on the inner features) and an
     ``age_weight`` below 1, the age distribution mixed with the head's and the age its median."""
     inputs = keras.Input(agenet.input_shape[1:], name="image")
     own = keras.Model(agenet.input, {key: agenet.get_layer(key).output for key in ("gender_out", "age_dist", "age_out")},
                       name="agenet")
     views = own(MirrorViews(name="mirror_views")(inputs))
-    regression = layers.Dense(1, name="descriptor_gender")
     features = descriptor(inputs)
-    if isinstance(features, dict):
-        descriptors, inner = features["descriptor"], features["inner"]
-    else:
-        descriptors, inner = features, None
-    z = regression(descriptors)
-    regression.set_weights([np.asarray(kernel, "float32").reshape(-1, 1), np.array([bias], "float32")])
+    features = features if isinstance(features, dict) else {"descriptor": features}
+    needed = {gender_input} | ({"inner"} if age_head is not None and age_weight < 1.0 else set())
+    if not needed <= set(features):
+        raise ValueError(f"the heads read {sorted(needed)}; the descriptor network gives {sorted(features)} "
+                         "(build it with inner_blocks for the inner features)")
     outputs = {"gender_out": MixedGender(weight, name="gender_out")(
-                   [MeanOfViews(name="gender_views")(views["gender_out"]), z])}
+                   [MeanOfViews(name="gender_views")(views["gender_out"]), gender_head(features[gender_input])])}
     if age_head is None or age_weight == 1.0:
         outputs["age_dist"] = MeanOfViews(name="age_dist")(views["age_dist"])
         outputs["age_out"] = MeanOfViews(name="age_out")(views["age_out"])
     else:
-        if inner is None:
-            raise ValueError("the age head needs the descriptor's inner features: build it with inner_blocks")
         agenet_dist = MeanOfViews(name="agenet_age_dist")(views["age_dist"])
-        outputs["age_dist"] = MixedDistribution(age_weight, name="age_dist")([agenet_dist, age_head(inner)])
+        outputs["age_dist"] = MixedDistribution(age_weight, name="age_dist")([agenet_dist, age_head(features["inner"])])
         outputs["age_out"] = MedianAge(name="age_out")(outputs["age_dist"])
     return keras.Model(inputs, outputs, name=name)
 
@@ -94,11 +108,11 @@ def descriptor_outputs(descriptor: keras.Model, images: np.ndarray) -> dict[str,
 
 def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
                    models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None,
-                   age_head: bool = True) -> dict[str, Any]:
-    """AgeNet at ``model_path`` plus the descriptor's gender (and, with ``age_head``, its age head), written to
-    ``models_dir/<name>.keras``; its card.
+                   age_head: bool = True, gender_head: str = "mlp") -> dict[str, Any]:
+    """AgeNet at ``model_path`` plus the descriptor network's gender (``gender_head``, one of ``GENDER_HEADS``)
+    and, with ``age_head``, its age heads, written to ``models_dir/<name>.keras``; its card.
 
-    The regression and the age heads are fitted on the faces AgeNet was trained on (its config's split and
+    The gender and age heads are fitted on the faces AgeNet was trained on (its config's split and
     left-out faces), the two weights chosen on val; the card's training time is AgeNet's plus this step's.
     """
     start = time.perf_counter()
@@ -110,6 +124,8 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                          "mirror view only")
     if card["input"]["color_mode"] != "rgb":
         raise ValueError(f"{model_path} takes {card['input']['color_mode']} faces; the face descriptor needs RGB")
+    if gender_head not in GENDER_HEADS:
+        raise ValueError(f"unknown gender head {gender_head!r}; choose one of {GENDER_HEADS}")
     if age_head and "age_dist" not in agenet.output_names:
         raise ValueError(f"{model_path} has no age distribution to mix the age head's with; use --no-age-head")
     output = Path(models_dir) / f"{name}.keras"
@@ -120,16 +136,23 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
     require_same_data(card, model_path, data_info)
     weights_path = Path(weights) if weights is not None else default_weights_path()
     descriptor = build_face_descriptor(int(card["input"]["image_size"]), weights_path,
-                                       inner_blocks=AGE_FEATURE_BLOCKS if age_head else ())
+                                       inner_blocks=AGE_FEATURE_BLOCKS if age_head or gender_head == "mlp" else ())
 
     train_images, train_rows = arrays["train"]
     train_features = descriptor_outputs(descriptor, train_images)
-    kernel, bias = fit_regression(train_features["descriptor"], train_rows["gender"].to_numpy())
+    genders = train_rows["gender"].to_numpy()
+    if gender_head == "mlp":
+        gender_input, gender_model = "inner", fit_gender_heads(train_features["inner"], genders)
+        gender_record = {"features": "inner", "heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS),
+                         "hidden": HEAD_HIDDEN, "epochs": HEAD_EPOCHS, "faces": int(len(train_rows))}
+    else:
+        gender_input, gender_model = "descriptor", regression_layer(*fit_regression(train_features["descriptor"], genders))
+        gender_record = {"faces": int(len(train_rows)), "l2": REGRESSION_L2}
     val_images, val_rows = arrays["val"]
     val_agenet = predict_arrays(agenet, val_images, **tta_settings(card))
     val_features = descriptor_outputs(descriptor, val_images)
-    weight, val_accuracy = choose_weight(val_agenet["p_female"], val_features["descriptor"] @ kernel + bias,
-                                         val_rows["gender"].to_numpy())
+    val_logits = np.ravel(keras.ops.convert_to_numpy(gender_model(val_features[gender_input])))
+    weight, val_accuracy = choose_weight(val_agenet["p_female"], val_logits, val_rows["gender"].to_numpy())
     heads, age_record = None, None
     if age_head:
         heads = fit_age_heads(train_features["inner"], train_rows["age"].to_numpy(), config)
@@ -140,8 +163,8 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                       "heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS), "hidden": HEAD_HIDDEN,
                       "epochs": HEAD_EPOCHS, "faces": int(len(train_rows)), "agenet_dist_weight": age_weight,
                       "val_age_mae_by_weight": val_mae}
-    model = build_with_descriptor(agenet, descriptor, kernel, bias, weight, name, age_head=heads,
-                                  age_weight=age_record["agenet_dist_weight"] if age_record else 1.0)
+    model = build_with_descriptor(agenet, descriptor, gender_model, weight, name, gender_input=gender_input,
+                                  age_head=heads, age_weight=age_record["agenet_dist_weight"] if age_record else 1.0)
     step_seconds = time.perf_counter() - start
 
     base_training = card.get("training", {})
@@ -154,7 +177,8 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         "parameters": int(model.count_params()),
         "outputs": {**card.get("outputs", {}),
                     "gender_out": "P(female): AgeNet's (mean of the face and its mirror) mixed with the face "
-                                  "descriptor's regression, in logits",
+                                  f"descriptor network's {'MLP heads' if gender_head == 'mlp' else 'regression'}, "
+                                  "in logits",
                     **({"age_dist": "AgeNet's age distribution (mean of the face and its mirror) mixed with the "
                                     "descriptor's age heads'",
                         "age_out": "the median of age_dist"}
@@ -168,7 +192,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         "face_descriptor": {
             "network": "dlib face-recognition ResNet (face-api.js FaceRecognitionNet), 128-D, at 150 px",
             "weights_sha256": {path.name: file_sha256(path) for path in weight_files(weights_path)},
-            "regression": {"faces": int(len(train_rows)), "l2": REGRESSION_L2},
+            **({"gender_heads": gender_record} if gender_head == "mlp" else {"regression": gender_record}),
             "agenet_logit_weight": weight, "val_gender_accuracy_by_weight": val_accuracy,
             "step_seconds": round(step_seconds, 1),
             **({"age_head": age_record} if age_record else {}),
