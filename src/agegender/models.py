@@ -88,47 +88,45 @@ class MeanOfViews(layers.Layer):
         return (None, *input_shape[1:])
 
 
-@keras.saving.register_keras_serializable(package="agegender")
-class MixedGender(layers.Layer):
-    """``sigmoid(weight * logit(p) + (1 - weight) * z)`` of AgeNet's P(female) ``p`` and another logit ``z``."""
+class _MixWithAgeNet(layers.Layer):
+    """Two inputs mixed with AgeNet's (the first) weighted by ``weight`` in [0, 1], saved in the layer's config."""
+
+    mixes = "output"  # what of AgeNet's the weight applies to, for the error message
 
     def __init__(self, weight: float, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the weight of AgeNet's logit is in [0, 1], not {weight}")
+            raise ValueError(f"the weight of AgeNet's {self.mixes} is in [0, 1], not {weight}")
         self.weight = float(weight)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="agegender")
+class MixedGender(_MixWithAgeNet):
+    """``sigmoid(weight * logit(p) + (1 - weight) * z)`` of AgeNet's P(female) ``p`` and another logit ``z``."""
+
+    mixes = "logit"
 
     def call(self, inputs):
         p, z = inputs
         p = keras.ops.clip(p, 1e-6, 1 - 1e-6)
         return keras.ops.sigmoid(self.weight * keras.ops.log(p / (1 - p)) + (1 - self.weight) * z)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return {**super().get_config(), "weight": self.weight}
-
 
 @keras.saving.register_keras_serializable(package="agegender")
-class MixedDistribution(layers.Layer):
+class MixedDistribution(_MixWithAgeNet):
     """``weight * p + (1 - weight) * q`` of two distributions: AgeNet's age distribution ``p`` and another."""
 
-    def __init__(self, weight: float, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"the weight of AgeNet's distribution is in [0, 1], not {weight}")
-        self.weight = float(weight)
+    mixes = "distribution"
 
     def call(self, inputs):
         p, q = inputs
         return self.weight * p + (1 - self.weight) * q
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-    def get_config(self):
-        return {**super().get_config(), "weight": self.weight}
 
 
 @keras.saving.register_keras_serializable(package="agegender")
