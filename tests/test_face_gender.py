@@ -212,6 +212,18 @@ def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads
         add_descriptor(base_model, "x", models_dir=tmp_path, gender_head="forest")
 
 
+def test_without_the_mirror_view_agenet_sees_the_face_alone(base_model, tiny_folder, tmp_path):
+    assert main(["add-descriptor", str(base_model), "--name", "plain", "--data", str(tiny_folder), "--models-dir",
+                 str(tmp_path), "--no-mirror", "--no-age-head", "--gender-head", "regression"]) == 0
+    model, card = load_model(tmp_path / "plain.keras")
+    assert card["views_in_graph"] == "none" and card["tta_flip"] is False
+    images = _test_faces(tiny_folder, card)
+    served = predict_arrays(model, images)
+    base = load_model(base_model)[0]
+    np.testing.assert_allclose(served["age"], predict_arrays(base, images)["age"], atol=1e-4)
+    assert not np.allclose(served["age"], predict_arrays(base, images, tta_flip=True)["age"], atol=1e-4)
+
+
 def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_path, capsys):
     out = ["--data", str(tiny_folder), "--models-dir", str(base_model.parent)]
     assert main(["add-descriptor", str(base_model), "--name", "base", *out]) == 2

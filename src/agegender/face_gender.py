@@ -73,15 +73,20 @@ def choose_weight(p_agenet: np.ndarray, z: np.ndarray, genders: np.ndarray) -> t
 
 def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, gender_head: keras.Layer, weight: float,
                           name: str, *, gender_input: str = "descriptor", age_head: keras.Model | None = None,
-                          age_weight: float = 1.0) -> keras.Model:
-    """One network: AgeNet over the face and its mirror, and on the face the descriptor network, whose output
+                          age_weight: float = 1.0, mirror: bool = True) -> keras.Model:
+    """One network: AgeNet over the face and its mirror (``mirror``) or the face alone, and on the face the
+    descriptor network, whose output
     ``gender_input`` (``"descriptor"`` or ``"inner"``, the inner features of a network built with
     ``inner_blocks``) gives ``gender_head``'s logit; with ``age_head`` (on the inner features) and an
     ``age_weight`` below 1, the age distribution mixed with the head's and the age its median."""
     inputs = keras.Input(agenet.input_shape[1:], name="image")
     own = keras.Model(agenet.input, {key: agenet.get_layer(key).output for key in ("gender_out", "age_dist", "age_out")},
                       name="agenet")
-    views = own(MirrorViews(name="mirror_views")(inputs))
+    if mirror:
+        views = own(MirrorViews(name="mirror_views")(inputs))
+        agenet_out = {key: MeanOfViews(name=f"{key}_views")(views[key]) for key in ("gender_out", "age_dist", "age_out")}
+    else:
+        agenet_out = own(inputs)
     features = descriptor(inputs)
     features = features if isinstance(features, dict) else {"descriptor": features}
     needed = {gender_input} | ({"inner"} if age_head is not None and age_weight < 1.0 else set())
@@ -89,13 +94,13 @@ def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, gender_h
         raise ValueError(f"the heads read {sorted(needed)}; the descriptor network gives {sorted(features)} "
                          "(build it with inner_blocks for the inner features)")
     outputs = {"gender_out": MixedGender(weight, name="gender_out")(
-                   [MeanOfViews(name="gender_views")(views["gender_out"]), gender_head(features[gender_input])])}
+                   [agenet_out["gender_out"], gender_head(features[gender_input])])}
     if age_head is None or age_weight == 1.0:
-        outputs["age_dist"] = MeanOfViews(name="age_dist")(views["age_dist"])
-        outputs["age_out"] = MeanOfViews(name="age_out")(views["age_out"])
+        outputs["age_dist"] = layers.Identity(name="age_dist")(agenet_out["age_dist"])
+        outputs["age_out"] = layers.Identity(name="age_out")(agenet_out["age_out"])
     else:
-        agenet_dist = MeanOfViews(name="agenet_age_dist")(views["age_dist"])
-        outputs["age_dist"] = MixedDistribution(age_weight, name="age_dist")([agenet_dist, age_head(features["inner"])])
+        outputs["age_dist"] = MixedDistribution(age_weight, name="age_dist")(
+            [agenet_out["age_dist"], age_head(features["inner"])])
         outputs["age_out"] = MedianAge(name="age_out")(outputs["age_dist"])
     return keras.Model(inputs, outputs, name=name)
 
@@ -108,9 +113,10 @@ def descriptor_outputs(descriptor: keras.Model, images: np.ndarray) -> dict[str,
 
 def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
                    models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None,
-                   age_head: bool = True, gender_head: str = "mlp") -> dict[str, Any]:
+                   age_head: bool = True, gender_head: str = "mlp", mirror: bool = True) -> dict[str, Any]:
     """AgeNet at ``model_path`` plus the descriptor network's gender (``gender_head``, one of ``GENDER_HEADS``)
-    and, with ``age_head``, its age heads, written to ``models_dir/<name>.keras``; its card.
+    and, with ``age_head``, its age heads, written to ``models_dir/<name>.keras``; its card. AgeNet sees the face and
+    its mirror (``mirror``, as it was served alone) or the face alone.
 
     The gender and age heads are fitted on the faces AgeNet was trained on (its config's split and
     left-out faces), the two weights chosen on val; the card's training time is AgeNet's plus this step's.
@@ -119,9 +125,9 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
     model_path = Path(model_path)
     agenet, card = load_model(model_path)
     require_train_fit(card, model_path, "the mix")
-    if not tta_settings(card)["tta_flip"] or tta_settings(card)["tta_zoom"]:
-        raise ValueError(f"{model_path} is served with views {tta_settings(card)}; the combination holds the "
-                         "mirror view only")
+    if tta_settings(card)["tta_zoom"] or (mirror and not tta_settings(card)["tta_flip"]):
+        raise ValueError(f"{model_path} is served with views {tta_settings(card)}; the combination holds "
+                         f"{'the mirror view only' if mirror else 'no views'}")
     if card["input"]["color_mode"] != "rgb":
         raise ValueError(f"{model_path} takes {card['input']['color_mode']} faces; the face descriptor needs RGB")
     if gender_head not in GENDER_HEADS:
@@ -149,7 +155,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         gender_input, gender_model = "descriptor", regression_layer(*fit_regression(train_features["descriptor"], genders))
         gender_record = {"faces": int(len(train_rows)), "l2": REGRESSION_L2}
     val_images, val_rows = arrays["val"]
-    val_agenet = predict_arrays(agenet, val_images, **tta_settings(card))
+    val_agenet = predict_arrays(agenet, val_images, tta_flip=mirror)
     val_features = descriptor_outputs(descriptor, val_images)
     val_logits = np.ravel(keras.ops.convert_to_numpy(gender_model(val_features[gender_input])))
     weight, val_accuracy = choose_weight(val_agenet["p_female"], val_logits, val_rows["gender"].to_numpy())
@@ -164,9 +170,11 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                       "epochs": HEAD_EPOCHS, "faces": int(len(train_rows)), "agenet_dist_weight": age_weight,
                       "val_age_mae_by_weight": val_mae}
     model = build_with_descriptor(agenet, descriptor, gender_model, weight, name, gender_input=gender_input,
-                                  age_head=heads, age_weight=age_record["agenet_dist_weight"] if age_record else 1.0)
+                                  age_head=heads, age_weight=age_record["agenet_dist_weight"] if age_record else 1.0,
+                                  mirror=mirror)
     step_seconds = time.perf_counter() - start
 
+    views = "mean of the face and its mirror" if mirror else "the face alone"
     base_training = card.get("training", {})
     base_seconds = float(base_training.get("wall_seconds_all_stages", base_training.get("wall_seconds", 0.0)))
     new_card = {
@@ -176,15 +184,15 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": int(model.count_params()),
         "outputs": {**card.get("outputs", {}),
-                    "gender_out": "P(female): AgeNet's (mean of the face and its mirror) mixed with the face "
+                    "gender_out": f"P(female): AgeNet's ({views}) mixed with the face "
                                   f"descriptor network's {'MLP heads' if gender_head == 'mlp' else 'regression'}, "
                                   "in logits",
-                    **({"age_dist": "AgeNet's age distribution (mean of the face and its mirror) mixed with the "
+                    **({"age_dist": f"AgeNet's age distribution ({views}) mixed with the "
                                     "descriptor's age heads'",
                         "age_out": "the median of age_dist"}
                        if age_record and age_record["agenet_dist_weight"] < 1.0 else {})},
         "tta_flip": False, "tta_zoom": [],  # the mirror view is inside the graph
-        "views_in_graph": "mirror (AgeNet only)",
+        "views_in_graph": "mirror (AgeNet only)" if mirror else "none",
         "base_model": {"file": model_path.name, "name": card.get("name"), "sha256": file_sha256(model_path),
                        "trained_as": card.get("trained_as", card.get("name")),
                        "metrics": {split: {k: card["metrics"][split][k] for k in ("age_mae", "gender_accuracy")}
