@@ -1,17 +1,18 @@
-"""A trained AgeNet with dlib's face descriptor beside it for gender and age: `agegender add-descriptor`.
+"""A trained AgeNet with dlib's face-recognition network beside it, for gender and age: `agegender add-descriptor`.
 
-dlib's face-recognition network tells adults' gender apart about as well as AgeNet, but errs on other faces,
-so a mix of the two logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``).
-The combined network holds AgeNet unchanged, its mirror view inside the graph (the two views go through as a
-batch of two and are averaged, as ``predict_arrays(tta_flip=True)`` does outside), and on the face alone the
-descriptor (``backbones.face_recognition_net``) with a logistic regression fitted on AgeNet's own training faces.
-Its P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * the regression's logit)``, ``a`` chosen on val.
-With ``gender_head="mlp"`` the second logit comes instead from MLP heads (``feature_heads``) on the inner
-features the age heads read.
+dlib's network tells adults' gender apart about as well as AgeNet, but errs on other faces, so a mix of the two
+logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``); its 128-D descriptor
+knows little about age, but its inner blocks do (``face_age``). The combined network holds AgeNet unchanged, its
+mirror view inside the graph (the two views go through as a batch of two and are averaged, as
+``predict_arrays(tta_flip=True)`` does outside; ``mirror=False`` leaves it out), and on the face alone the
+network (``backbones.face_recognition_net``) with heads fitted on AgeNet's own training faces:
 
-With the age head (the default; ``face_age``), an MLP on the same network's inner blocks gives a second age
-distribution; the served one is ``b * AgeNet's + (1 - b) * the head's`` and the age its median, ``b`` chosen on
-val (at ``b = 1`` ages stay AgeNet's, to the last digit, as they are without the head).
+- gender: MLP heads on the inner features (``gender_head="mlp"``, the default) or a logistic regression on the
+  descriptor (``"regression"``) give a second logit; P(female) is ``sigmoid(a * logit(AgeNet's) + (1 - a) * it)``;
+- age (``age_head``): MLP heads on the inner features give a second age distribution; the served one is
+  ``b * AgeNet's + (1 - b) * the heads'`` and the age its median (at ``b = 1`` ages stay AgeNet's, to the digit).
+
+``a`` and ``b`` are chosen on val (``recipes.md``: ``agenet_frn``, ``agenet_fra``, ``agenet_frg``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 from keras import layers
 
 from .backbones.face_recognition_net import AGE_FEATURE_BLOCKS, build_face_descriptor, default_weights_path, weight_files
@@ -75,10 +77,9 @@ def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, gender_h
                           name: str, *, gender_input: str = "descriptor", age_head: keras.Model | None = None,
                           age_weight: float = 1.0, mirror: bool = True) -> keras.Model:
     """One network: AgeNet over the face and its mirror (``mirror``) or the face alone, and on the face the
-    descriptor network, whose output
-    ``gender_input`` (``"descriptor"`` or ``"inner"``, the inner features of a network built with
-    ``inner_blocks``) gives ``gender_head``'s logit; with ``age_head`` (on the inner features) and an
-    ``age_weight`` below 1, the age distribution mixed with the head's and the age its median."""
+    descriptor network, whose output ``gender_input`` (``"descriptor"`` or ``"inner"``, the inner features of a
+    network built with ``inner_blocks``) gives ``gender_head``'s logit; with ``age_head`` (on the inner features)
+    and an ``age_weight`` below 1, the age distribution mixed with the head's and the age its median."""
     inputs = keras.Input(agenet.input_shape[1:], name="image")
     own = keras.Model(agenet.input, {key: agenet.get_layer(key).output for key in ("gender_out", "age_dist", "age_out")},
                       name="agenet")
@@ -109,6 +110,32 @@ def descriptor_outputs(descriptor: keras.Model, images: np.ndarray) -> dict[str,
     """``{"descriptor": ...}``, and ``"inner"`` when the network was built with inner blocks."""
     values = descriptor.predict(np.asarray(images, "float32"), batch_size=256, verbose=0)
     return values if isinstance(values, dict) else {"descriptor": values}
+
+
+def _heads_record(faces: int) -> dict[str, Any]:
+    return {"heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS), "hidden": HEAD_HIDDEN, "epochs": HEAD_EPOCHS,
+            "faces": faces}
+
+
+def _fit_gender(gender_head: str, train_features: dict[str, np.ndarray],
+                genders: pd.Series) -> tuple[str, keras.Layer, dict[str, Any]]:
+    """The descriptor network's gender model, the output it reads and its card record, fitted on training faces."""
+    genders = genders.to_numpy()
+    if gender_head == "mlp":
+        heads = fit_gender_heads(train_features["inner"], genders)
+        return "inner", heads, {"features": "inner", **_heads_record(len(genders))}
+    layer = regression_layer(*fit_regression(train_features["descriptor"], genders))
+    return "descriptor", layer, {"faces": int(len(genders)), "l2": REGRESSION_L2}
+
+
+def _fit_age(config: TrainConfig, train_features: np.ndarray, train_ages: pd.Series, val_features: np.ndarray,
+             val_agenet: dict[str, np.ndarray], val_ages: pd.Series) -> tuple[keras.Model, dict[str, Any]]:
+    """The age heads, fitted on training faces, and their card record with the mixing weight chosen on val."""
+    heads = fit_age_heads(train_features, train_ages.to_numpy(), config)
+    head_val = heads.predict(val_features, batch_size=1024, verbose=0)
+    weight, val_mae = choose_age_weight(val_agenet["age"], val_agenet["age_dist"], head_val, val_ages.to_numpy())
+    return heads, {"blocks": list(AGE_FEATURE_BLOCKS), "features": int(train_features.shape[1]),
+                   **_heads_record(len(train_ages)), "agenet_dist_weight": weight, "val_age_mae_by_weight": val_mae}
 
 
 def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
@@ -146,29 +173,14 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
 
     train_images, train_rows = arrays["train"]
     train_features = descriptor_outputs(descriptor, train_images)
-    genders = train_rows["gender"].to_numpy()
-    if gender_head == "mlp":
-        gender_input, gender_model = "inner", fit_gender_heads(train_features["inner"], genders)
-        gender_record = {"features": "inner", "heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS),
-                         "hidden": HEAD_HIDDEN, "epochs": HEAD_EPOCHS, "faces": int(len(train_rows))}
-    else:
-        gender_input, gender_model = "descriptor", regression_layer(*fit_regression(train_features["descriptor"], genders))
-        gender_record = {"faces": int(len(train_rows)), "l2": REGRESSION_L2}
+    gender_input, gender_model, gender_record = _fit_gender(gender_head, train_features, train_rows["gender"])
     val_images, val_rows = arrays["val"]
     val_agenet = predict_arrays(agenet, val_images, tta_flip=mirror)
     val_features = descriptor_outputs(descriptor, val_images)
     val_logits = np.ravel(keras.ops.convert_to_numpy(gender_model(val_features[gender_input])))
     weight, val_accuracy = choose_weight(val_agenet["p_female"], val_logits, val_rows["gender"].to_numpy())
-    heads, age_record = None, None
-    if age_head:
-        heads = fit_age_heads(train_features["inner"], train_rows["age"].to_numpy(), config)
-        head_val = heads.predict(val_features["inner"], batch_size=1024, verbose=0)
-        age_weight, val_mae = choose_age_weight(val_agenet["age"], val_agenet["age_dist"], head_val,
-                                                val_rows["age"].to_numpy())
-        age_record = {"blocks": list(AGE_FEATURE_BLOCKS), "features": int(train_features["inner"].shape[1]),
-                      "heads": len(HEAD_SEEDS), "seeds": list(HEAD_SEEDS), "hidden": HEAD_HIDDEN,
-                      "epochs": HEAD_EPOCHS, "faces": int(len(train_rows)), "agenet_dist_weight": age_weight,
-                      "val_age_mae_by_weight": val_mae}
+    heads, age_record = (_fit_age(config, train_features["inner"], train_rows["age"], val_features["inner"],
+                                  val_agenet, val_rows["age"]) if age_head else (None, None))
     model = build_with_descriptor(agenet, descriptor, gender_model, weight, name, gender_input=gender_input,
                                   age_head=heads, age_weight=age_record["agenet_dist_weight"] if age_record else 1.0,
                                   mirror=mirror)
@@ -191,7 +203,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                                     "descriptor's age heads'",
                         "age_out": "the median of age_dist"}
                        if age_record and age_record["agenet_dist_weight"] < 1.0 else {})},
-        "tta_flip": False, "tta_zoom": [],  # the mirror view is inside the graph
+        "tta_flip": False, "tta_zoom": [],  # AgeNet's views are inside the graph
         "views_in_graph": "mirror (AgeNet only)" if mirror else "none",
         "base_model": {"file": model_path.name, "name": card.get("name"), "sha256": file_sha256(model_path),
                        "trained_as": card.get("trained_as", card.get("name")),
