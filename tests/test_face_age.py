@@ -8,7 +8,8 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from agegender.config import TrainConfig  # noqa: E402
-from agegender.face_age import AGE_MIX_WEIGHTS, choose_age_weight, fit_age_heads, median_ages  # noqa: E402
+from agegender.face_age import choose_age_weight, fit_age_heads, median_ages  # noqa: E402
+from agegender.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
 from agegender.models import AGE_BINS, MixedDistribution  # noqa: E402
 
 

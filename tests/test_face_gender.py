@@ -16,7 +16,8 @@ from agegender.backbones.face_recognition_net import (  # noqa: E402
 from agegender.cli import main  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.evaluate import predict_arrays  # noqa: E402
-from agegender.face_age import AGE_MIX_WEIGHTS, median_ages  # noqa: E402
+from agegender.face_age import median_ages  # noqa: E402
+from agegender.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
 from agegender.face_gender import MIX_WEIGHTS, choose_weight, fit_regression  # noqa: E402
 from agegender.modelio import load_model  # noqa: E402
 from agegender.models import MeanOfViews, MirrorViews, MixedGender  # noqa: E402

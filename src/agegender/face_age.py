@@ -14,20 +14,14 @@ import numpy as np
 import tensorflow as tf
 
 from .config import TrainConfig
-from .feature_heads import HEAD_EPOCHS, HEAD_SEEDS, fit_heads
+from .feature_heads import HEAD_EPOCHS, HEAD_SEEDS, MIX_WEIGHTS, fit_heads
 from .models import AGE_BINS, MedianAge
 from .pipeline import age_balance_weights, soft_age_labels
-
-#: The weights of AgeNet's distribution tried on val (1.0: AgeNet alone, as served without the head).
-AGE_MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
-
 
 def fit_age_heads(features: np.ndarray, ages: np.ndarray, config: TrainConfig, *,
                   seeds: tuple[int, ...] = HEAD_SEEDS, epochs: int = HEAD_EPOCHS) -> keras.Model:
     """Heads (``feature_heads``) giving a softmax over 0..MAX_AGE years, trained with the soft labels and age-band
     balance of AgeNet's ``config``; one model whose output is their mean distribution."""
-    if len(features) != len(ages):
-        raise ValueError(f"{len(features)} feature rows for {len(ages)} ages; need one per face")
     targets = soft_age_labels(tf.constant(ages, tf.float32), config.age_sigma, config.age_sigma_per_year).numpy()
     weights = (age_balance_weights(np.asarray(ages), config.age_balance, config.age_balance_bin_years)
                if config.age_balance else None)
@@ -49,8 +43,8 @@ def choose_age_weight(agenet_ages: np.ndarray, agenet_dist: np.ndarray, head_dis
     """
     ages = np.asarray(ages, "float64")
     mae = {}
-    for a in AGE_MIX_WEIGHTS:
+    for a in MIX_WEIGHTS:
         predicted = agenet_ages if a == 1.0 else median_ages(a * agenet_dist + (1 - a) * head_dist)
         mae[f"{a:.1f}"] = round(float(np.mean(np.abs(np.ravel(predicted) - ages))), 4)
-    best = min(AGE_MIX_WEIGHTS, key=lambda a: mae[f"{a:.1f}"])  # min keeps the first, the larger weight
+    best = min(MIX_WEIGHTS, key=lambda a: mae[f"{a:.1f}"])  # min keeps the first, the larger weight
     return best, mae

@@ -32,14 +32,12 @@ from .backbones.face_recognition_net import AGE_FEATURE_BLOCKS, build_face_descr
 from .config import GENDER_HEADS, MODELS_DIR, TrainConfig
 from .evaluate import predict_arrays, tta_settings
 from .face_age import choose_age_weight, fit_age_heads
-from .feature_heads import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS, fit_heads
+from .feature_heads import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS, MIX_WEIGHTS, fit_heads
 from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
 from .models import MeanOfViews, MedianAge, MirrorViews, MixedDistribution, MixedGender
 from .teacher import fit_logistic, logit
 from .train import load_arrays, split_metrics
 
-#: The weights of AgeNet's logit tried on val (1.0: AgeNet alone). Ties go to the larger weight.
-MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
 REGRESSION_L2 = 1.0
 
 

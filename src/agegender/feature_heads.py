@@ -16,6 +16,9 @@ HEAD_HIDDEN = 512
 HEAD_BATCH = 256
 HEAD_LEARNING_RATE = 1e-3
 HEAD_WEIGHT_DECAY = 0.02
+#: The weights of AgeNet's part tried on val when a head's output is mixed with AgeNet's (1.0: AgeNet alone).
+#: Ties go to the larger weight.
+MIX_WEIGHTS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10, -1, -1))
 
 
 def build_head(mean: np.ndarray, std: np.ndarray, units: int, activation: str | None, name: str) -> keras.Model:

@@ -40,8 +40,8 @@ BLOCKS: tuple[tuple[str, int, bool], ...] = (
     ("conv256_down", 256, True), ("conv256_1", 256, False), ("conv256_2", 256, False),
     ("conv256_down_out", 256, True),
 )
-#: Blocks whose mean-pooled outputs feed the age head of ``agegender add-descriptor`` (704 features). The 128-D
-#: descriptor is trained to ignore what changes within one person, age included; these inner blocks are not.
+#: Blocks whose mean-pooled outputs feed the age and gender heads of ``agegender add-descriptor`` (704 features).
+#: The 128-D descriptor is trained to ignore what changes within one person, age included; these inner blocks are not.
 AGE_FEATURE_BLOCKS: tuple[str, ...] = ("conv64_3", "conv128_2", "conv256_2", "conv256_down_out")
 
 
