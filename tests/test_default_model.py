@@ -43,6 +43,10 @@ def test_default_model_reproduces_its_card(suffix):
     for got, want in zip(measured["by_age_band"], recorded["by_age_band"]):
         assert got["group"] == want["group"] and got["n"] == want["n"]
         assert got["age_mae"] == pytest.approx(want["age_mae"], abs=2 * tolerance + 0.01)
+    # the age range is measured with the quantiles the card chose on val, and holds the share of ages it recorded
+    assert measured["age_range"]["quantiles"] == recorded["age_range"]["quantiles"]
+    assert measured["age_range"]["coverage"] == pytest.approx(recorded["age_range"]["coverage"],
+                                                      abs=0.001 if suffix == ".keras" else 0.01)
 
 
 def test_default_model_card_records_a_cpu_run_within_budget():

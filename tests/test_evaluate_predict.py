@@ -16,8 +16,9 @@ from PIL import Image
 
 from agegender.cli import main
 from agegender.data import dataset_fingerprint, load_utkface
-from agegender.evaluate import (age_band, age_ranges, calibration, centre_zoom, evaluate_predictions, format_report,
-                                predict_arrays, standard_errors, tta_settings)
+from agegender.evaluate import (HIGH_QUANTILES, LOW_QUANTILES, RANGE_QUANTILES, age_band, age_ranges, calibrate_range,
+                                calibration, card_range_quantiles, centre_zoom, evaluate_predictions, format_report,
+                                predict_arrays, range_coverage, standard_errors, tta_settings)
 
 from conftest import BAD_FILES
 
@@ -115,6 +116,46 @@ def test_age_range_coverage(handmade):
                               "below": 0.25, "above": 0.25}
     assert "holds the true age for 50.0 % of faces" in format_report(m)
     assert "age_range" not in evaluate_predictions(*handmade)
+
+
+def _gaussian_dists(centres: np.ndarray, sd: float) -> np.ndarray:
+    ages = np.arange(117)
+    dist = np.exp(-0.5 * ((ages[None, :] - centres[:, None]) / sd) ** 2)
+    return dist / dist.sum(axis=1, keepdims=True)
+
+
+def test_calibrate_range_narrows_an_over_wide_range_and_widens_an_over_narrow_one():
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(20, 80, 4000)
+    true_age = np.round(centres + rng.normal(0, 4.0, len(centres)))  # errors of sd 4 years
+    too_wide, too_narrow = _gaussian_dists(centres, 8.0), _gaussian_dists(centres, 2.0)
+    assert range_coverage(true_age, too_wide)["coverage"] > 0.95
+    assert range_coverage(true_age, too_narrow)["coverage"] < 0.55
+    for dist, inward in ((too_wide, True), (too_narrow, False)):
+        low, high = calibrate_range(true_age, dist)
+        assert (low > 0.1 and high < 0.9) if inward else (low < 0.1 and high > 0.9)
+        assert low in LOW_QUANTILES and high in HIGH_QUANTILES
+        calibrated = range_coverage(true_age, dist, (low, high))
+        assert calibrated["quantiles"] == [low, high]
+        assert calibrated["below"] == pytest.approx(0.1, abs=0.03) and calibrated["above"] == pytest.approx(0.1, abs=0.03)
+        assert calibrated["coverage"] == pytest.approx(0.8, abs=0.05)
+
+
+def test_calibrate_range_prefers_the_wider_range_on_ties_and_refuses_no_faces():
+    # a point mass at each true age: every quantile leaves no age outside, so all are equally close (0.1 away)
+    true_age = np.array([10.0, 40.0, 70.0])
+    dist = np.zeros((3, 117))
+    dist[np.arange(3), true_age.astype(int)] = 1.0
+    assert calibrate_range(true_age, dist) == (LOW_QUANTILES[0], HIGH_QUANTILES[-1])
+    with pytest.raises(ValueError, match="at least one face"):
+        calibrate_range(np.array([]), np.zeros((0, 117)))
+
+
+def test_card_range_quantiles_are_those_of_the_val_metrics():
+    assert card_range_quantiles({}) == RANGE_QUANTILES  # cards from before the calibration
+    assert card_range_quantiles({"metrics": {"val": {"age_mae": 5.0}}}) == RANGE_QUANTILES
+    card = {"metrics": {"val": {"age_range": {"quantiles": [0.175, 0.83]}}}}
+    assert card_range_quantiles(card) == (0.175, 0.83)
 
 
 def test_centre_zoom():

@@ -7,6 +7,7 @@ import shutil
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -634,3 +635,34 @@ def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(ti
     card = train_module.train(config, tiny_folder, verbose=0, **dirs)
     assert [c["image_size"] for c in calls if c["training"]] == [16, 24, 32]
     assert [row["epoch"] for row in card["training"]["history"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("fit_splits", [("train",), ("train", "val")])
+def test_split_metrics_calibrate_the_age_range_on_val_unless_fitted_on_it(fit_splits):
+    from agegender.evaluate import RANGE_QUANTILES, calibrate_range, predict_arrays
+    from agegender.models import build_model
+
+    keras.utils.set_random_seed(3)
+    model = build_model("small_resnet", 32, 3, widths=[8])
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for split, n in (("val", 40), ("test", 30)):
+        rows = pd.DataFrame({"age": rng.integers(1, 90, n), "gender": rng.integers(0, 2, n), "race": 0})
+        arrays[split] = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rows)
+    metrics = train_module.split_metrics(model, {}, arrays, arrays["val"][1], fit_splits)
+    expected = RANGE_QUANTILES
+    if "val" not in fit_splits:
+        val_dist = predict_arrays(model, arrays["val"][0])["age_dist"]
+        expected = calibrate_range(arrays["val"][1]["age"].to_numpy(), val_dist)
+        assert expected != RANGE_QUANTILES  # this untrained model's range is not calibrated as it stands
+    assert metrics["val"]["age_range"]["quantiles"] == list(expected)
+    assert metrics["test"]["age_range"]["quantiles"] == list(expected)  # test measured with val's choice
+
+    # serving reports the range the card measured: the predictor's ends are the test faces' ends at those quantiles
+    from agegender.evaluate import age_ranges
+    from agegender.predict import Predictor
+
+    predictor = Predictor(model, {"input": {"image_size": 32, "color_mode": "rgb"}, "metrics": metrics})
+    faces = predictor.predict_crops(arrays["test"][0])
+    low, high = age_ranges(predict_arrays(model, arrays["test"][0])["age_dist"], expected)
+    assert [(f.age_low, f.age_high) for f in faces] == list(zip(low, high))

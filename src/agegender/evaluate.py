@@ -12,7 +12,11 @@ import pandas as pd
 
 from .config import AGE_BANDS, GENDERS, RACES
 
-RANGE_QUANTILES = (0.1, 0.9)  # the reported age range is the central 80 % of the predicted distribution
+RANGE_QUANTILES = (0.1, 0.9)  # the nominal age range, the central 80 % of the predicted distribution, when not calibrated...
+RANGE_TAIL = 0.1  # ...meant to leave 10 % of true ages below it and 10 % above: what a calibration on val aims at
+#: The quantiles a calibration chooses from, per tail (a grid: the ranges are whole years, so coverage moves in steps).
+LOW_QUANTILES = tuple(round(0.005 * i, 3) for i in range(1, 61))       # 0.005 ... 0.300
+HIGH_QUANTILES = tuple(round(1 - q, 3) for q in reversed(LOW_QUANTILES))  # 0.700 ... 0.995
 
 if TYPE_CHECKING:
     from .litert import TFLiteModel
@@ -147,30 +151,61 @@ def calibration(p_female: np.ndarray, gender: np.ndarray, bins: int = 10) -> dic
 
 
 def age_ranges(age_dist: np.ndarray, quantiles: tuple[float, float] = RANGE_QUANTILES) -> tuple[np.ndarray, np.ndarray]:
-    """Low and high ends (years) of the central interval of each predicted age distribution."""
+    """Low and high ends (years) of each predicted age distribution between its two ``quantiles``."""
     cdf = np.cumsum(np.asarray(age_dist, dtype=float), axis=-1)
     low, high = ((cdf < q).sum(axis=-1).astype(float) for q in quantiles)  # = np.searchsorted per row
     return low, high
 
 
-def range_coverage(age_true: np.ndarray, age_dist: np.ndarray) -> dict[str, Any]:
+def range_coverage(age_true: np.ndarray, age_dist: np.ndarray,
+                   quantiles: tuple[float, float] = RANGE_QUANTILES) -> dict[str, Any]:
     """How often the reported age range holds the true age (it should, for 80 % of faces), and its width."""
-    low, high = age_ranges(age_dist)
+    low, high = age_ranges(age_dist, quantiles)
     age_true = np.asarray(age_true, dtype=float)
     inside = (age_true >= low) & (age_true <= high)
-    return {"quantiles": list(RANGE_QUANTILES), "coverage": float(inside.mean()),
+    return {"quantiles": [float(q) for q in quantiles], "coverage": float(inside.mean()),
             "mean_width_years": float((high - low).mean()),
             "below": float((age_true < low).mean()), "above": float((age_true > high).mean())}
 
 
+def calibrate_range(age_true: np.ndarray, age_dist: np.ndarray, tail: float = RANGE_TAIL) -> tuple[float, float]:
+    """The quantiles whose ranges leave a share closest to ``tail`` of the true ages below and above them.
+
+    Each end is chosen on its own from ``LOW_QUANTILES`` / ``HIGH_QUANTILES``; of equally close quantiles the one
+    giving the wider range. Calibrate on faces the model was not fitted on (val): a mixture of two distributions
+    can be wider than its errors, so the nominal 10 % / 90 % quantiles hold more than 80 % of true ages.
+    """
+    age_true = np.asarray(age_true, dtype=float)
+    if len(age_true) == 0:
+        raise ValueError("calibrating the age range needs at least one face")
+    cdf = np.cumsum(np.asarray(age_dist, dtype=float), axis=-1)
+
+    def share_outside(q: float, below: bool) -> float:
+        end = (cdf < q).sum(axis=-1)
+        return float((age_true < end).mean() if below else (age_true > end).mean())
+
+    # min() keeps the first of equal distances: the lowest low quantile and the highest high one, the wider range
+    low = min(LOW_QUANTILES, key=lambda q: abs(share_outside(q, True) - tail))
+    high = min(reversed(HIGH_QUANTILES), key=lambda q: abs(share_outside(q, False) - tail))
+    return low, high
+
+
+def card_range_quantiles(card: dict) -> tuple[float, float]:
+    """The quantiles of the age range a model serves: those its card's val metrics were measured with
+    (calibrated on val since the calibration was added), else the nominal ``RANGE_QUANTILES``."""
+    quantiles = card.get("metrics", {}).get("val", {}).get("age_range", {}).get("quantiles")
+    return (float(quantiles[0]), float(quantiles[1])) if quantiles else RANGE_QUANTILES
+
+
 def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np.ndarray,
                          train_ages: np.ndarray | None = None, train_genders: np.ndarray | None = None,
-                         age_dist: np.ndarray | None = None) -> dict[str, Any]:
+                         age_dist: np.ndarray | None = None,
+                         range_quantiles: tuple[float, float] = RANGE_QUANTILES) -> dict[str, Any]:
     """All metrics for predictions on the rows of ``frame`` (columns age, gender, race).
 
     The trivial baseline predicts the median age and the majority gender of the
     training rows when given, else of ``frame`` itself. With ``age_dist`` (distribution
-    models) also the coverage of the reported age range.
+    models) also the coverage of the age range between the ``range_quantiles`` of each distribution.
     """
     age_true = frame["age"].to_numpy(dtype=float)
     gender_true = frame["gender"].to_numpy(dtype=int)
@@ -201,7 +236,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
         "by_gender": _group_table(table, "gender_name", list(GENDERS.values())),
         "confusion_matrix": {"labels": ["male", "female"], "rows_true_cols_predicted": confusion},
         "gender_calibration": calibration(np.asarray(p_female, dtype=float), gender_true),
-        **({"age_range": range_coverage(age_true, age_dist)} if age_dist is not None else {}),
+        **({"age_range": range_coverage(age_true, age_dist, range_quantiles)} if age_dist is not None else {}),
     }
 
 
@@ -226,8 +261,9 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     lines.append(f"gender calibration ECE: {metrics['gender_calibration']['ece']:.3f}")
     if "age_range" in metrics:
         r = metrics["age_range"]
-        lines.append(f"age range ({100 * (r['quantiles'][1] - r['quantiles'][0]):.0f} % interval): holds the true age "
-                     f"for {100 * r['coverage']:.1f} % of faces, {r['mean_width_years']:.1f} years wide on average")
+        lines.append(f"age range (quantiles {r['quantiles'][0]:g}-{r['quantiles'][1]:g}, meant to hold "
+                     f"{100 * (1 - 2 * RANGE_TAIL):.0f} %): holds the true age for {100 * r['coverage']:.1f} % of faces, "
+                     f"{r['mean_width_years']:.1f} years wide on average")
     return "\n".join(lines)
 
 
@@ -258,7 +294,7 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     metrics = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                    train["age"].to_numpy() if not use_all and len(train) else None,
                                    train["gender"].to_numpy() if not use_all and len(train) else None,
-                                   age_dist=preds.get("age_dist"))
+                                   age_dist=preds.get("age_dist"), range_quantiles=card_range_quantiles(card))
     metrics.update({"model": str(model_path), "folder": str(resolve_data_dir(folder)),
                     "subset": "all" if use_all else "test", "data_fingerprint": dataset_fingerprint(frame),
                     "skipped": report.to_dict(), "undecodable": len(errors)})

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from .config import default_model_path
-from .evaluate import age_ranges, predict_arrays, tta_settings
+from .evaluate import age_ranges, card_range_quantiles, predict_arrays, tta_settings
 from .images import ImageError, image_files_in, open_image, to_model_input
 from .modelio import input_resize, load_serving_model
 
@@ -58,6 +58,7 @@ class Predictor:
         self._detector = detector
         test = card.get("metrics", {}).get("test", {})
         self._fallback_halfwidth = float(test.get("age_mae", 5.0))
+        self.range_quantiles = card_range_quantiles(card)  # those the card's metrics measured the range with
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, detector=None) -> Predictor:
@@ -88,7 +89,7 @@ class Predictor:
         if len(crops) == 0:
             return []
         out = predict_arrays(self.model, crops, batch_size=batch_size, **self.views)
-        ranges = age_ranges(out["age_dist"]) if "age_dist" in out else None
+        ranges = age_ranges(out["age_dist"], self.range_quantiles) if "age_dist" in out else None
         results = []
         for i in range(len(crops)):
             age, p_female = float(out["age"][i]), float(out["p_female"][i])

@@ -27,7 +27,7 @@ import tensorflow as tf
 from .cleaning import FaceListError, read_face_list
 from .config import MODELS_DIR, RUNS_DIR, TrainConfig, project_path, resolve_data_dir
 from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
-from .evaluate import evaluate_predictions, predict_arrays, tta_settings
+from .evaluate import RANGE_QUANTILES, calibrate_range, evaluate_predictions, predict_arrays, tta_settings
 from .images import channels
 from .modelio import save_model_atomic, write_json_atomic
 from .models import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
@@ -568,14 +568,20 @@ def machine_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def split_metrics(model: keras.Model, tta: dict[str, Any], arrays: dict, train_rows: pd.DataFrame,
                   fit_splits: Collection[str] = ("train",)) -> dict[str, dict]:
-    """The card's metrics of ``model`` on the val and test splits, served with the test-time views ``tta``."""
+    """The card's metrics of ``model`` on the val and test splits, served with the test-time views ``tta``.
+
+    The age range's quantiles are calibrated on val (:func:`calibrate_range`) unless the model was fitted on val.
+    """
+    preds = {split: predict_arrays(model, arrays[split][0], **tta) for split in ("val", "test")}
+    quantiles = RANGE_QUANTILES
+    if "age_dist" in preds["val"] and "val" not in fit_splits:
+        quantiles = calibrate_range(arrays["val"][1]["age"].to_numpy(), preds["val"]["age_dist"])
     metrics = {}
     for split in ("val", "test"):
-        images, rows = arrays[split]
-        preds = predict_arrays(model, images, **tta)
-        metrics[split] = evaluate_predictions(rows, preds["age"], preds["p_female"],
+        rows, pred = arrays[split][1], preds[split]
+        metrics[split] = evaluate_predictions(rows, pred["age"], pred["p_female"],
                                               train_rows["age"].to_numpy(), train_rows["gender"].to_numpy(),
-                                              age_dist=preds.get("age_dist"))
+                                              age_dist=pred.get("age_dist"), range_quantiles=quantiles)
         if split in fit_splits:
             metrics[split]["seen_in_training"] = True  # in-sample figures (a refit on train + val)
     return metrics
