@@ -12,8 +12,8 @@ import pandas as pd
 
 from .config import AGE_BANDS, GENDERS, RACES
 
-RANGE_QUANTILES = (0.1, 0.9)  # the nominal age range, the central 80 % of the predicted distribution, when not calibrated...
-RANGE_TAIL = 0.1  # ...meant to leave 10 % of true ages below it and 10 % above: what a calibration on val aims at
+RANGE_TAIL = 0.1  # the age range is meant to leave 10 % of true ages below it and 10 % above: what calibration aims at
+RANGE_QUANTILES = (RANGE_TAIL, 1 - RANGE_TAIL)  # the nominal range, the central 80 % of the distribution, uncalibrated
 #: The quantiles a calibration chooses from, per tail (a grid: the ranges are whole years, so coverage moves in steps).
 LOW_QUANTILES = tuple(round(0.005 * i, 3) for i in range(1, 61))       # 0.005 ... 0.300
 HIGH_QUANTILES = tuple(round(1 - q, 3) for q in reversed(LOW_QUANTILES))  # 0.700 ... 0.995
@@ -175,18 +175,13 @@ def calibrate_range(age_true: np.ndarray, age_dist: np.ndarray, tail: float = RA
     giving the wider range. Calibrate on faces the model was not fitted on (val): a mixture of two distributions
     can be wider than its errors, so the nominal 10 % / 90 % quantiles hold more than 80 % of true ages.
     """
-    age_true = np.asarray(age_true, dtype=float)
     if len(age_true) == 0:
         raise ValueError("calibrating the age range needs at least one face")
-    cdf = np.cumsum(np.asarray(age_dist, dtype=float), axis=-1)
-
-    def share_outside(q: float, below: bool) -> float:
-        end = (cdf < q).sum(axis=-1)
-        return float((age_true < end).mean() if below else (age_true > end).mean())
-
-    # min() keeps the first of equal distances: the lowest low quantile and the highest high one, the wider range
-    low = min(LOW_QUANTILES, key=lambda q: abs(share_outside(q, True) - tail))
-    high = min(reversed(HIGH_QUANTILES), key=lambda q: abs(share_outside(q, False) - tail))
+    # the low end decides only the share below, the high end only the share above; pairs widest first, and min()
+    # keeps the first of equal distances: the wider range
+    pairs = [range_coverage(age_true, age_dist, quantiles) for quantiles in zip(LOW_QUANTILES, reversed(HIGH_QUANTILES))]
+    low = min(pairs, key=lambda r: abs(r["below"] - tail))["quantiles"][0]
+    high = min(pairs, key=lambda r: abs(r["above"] - tail))["quantiles"][1]
     return low, high
 
 
