@@ -17,6 +17,7 @@ import inference_speed  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
+import weight_sharing_probe  # noqa: E402
 
 from agegender.reference import GOAL_BANDS  # noqa: E402
 
@@ -85,6 +86,46 @@ def test_weight_average_is_the_mean_of_every_weight_and_refuses_other_architectu
         np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6)
     with pytest.raises(SystemExit, match="do not match"):
         ensemble_probe.weight_average([paths[0], paths[2]])
+
+
+def test_weight_codes_fit_their_bits_and_stay_within_half_a_step_of_each_channel():
+    rng = np.random.default_rng(0)
+    kernel = (rng.normal(size=(3, 3, 16, 8)) * np.geomspace(1e-3, 1, 8)).astype(np.float32)  # channel scales 1000x apart
+    for bits in (8, 6, 4):
+        codes, weights = weight_sharing_probe.linear_codes(kernel, bits)
+        assert codes.min() >= 0 and codes.max() < 2 ** bits
+        step = np.abs(kernel).max(axis=(0, 1, 2)) / (2 ** (bits - 1) - 1)
+        assert np.all(np.abs(weights - kernel) <= step / 2 + 1e-7)  # per channel: small channels keep their resolution
+    codes, weights = weight_sharing_probe.kmeans_codes(kernel, 4)
+    assert codes.min() >= 0 and codes.max() < 16
+    for channel in range(8):  # 16 shared values, scaled per channel
+        assert len(np.unique(weights[..., channel])) <= 16
+    errors = [np.abs(weight_sharing_probe.kmeans_codes(kernel, bits)[1] - kernel).mean() for bits in (2, 4, 6)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_weight_sharing_quantizes_only_the_part_asked_and_stores_fewer_bits_in_fewer_bytes():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(32, 3, name="block1_conv")(inputs)
+    features = keras.layers.Conv2D(32, 3, name="conv64_1_conv1")(features)
+    outputs = keras.layers.Dense(64, name="hidden")(keras.layers.GlobalAveragePooling2D()(features))
+    model = keras.Model(inputs, outputs)
+    originals = [variable.numpy() for variable in model.weights]
+    assert [weight_sharing_probe.part_of(v.path) for v in model.weights][::2] == ["backbone", "descriptor", "heads"]
+    sizes = {}
+    for variant in ("float16", "int8", "int5", "only descriptor int5"):
+        sizes[variant] = weight_sharing_probe.quantize(model, originals, variant, min_size=800)
+        changed = [not np.array_equal(v.numpy(), o.astype(np.float16).astype(np.float32))
+                   for v, o in zip(model.weights, originals)]
+        kernels_changed = [changed[i] for i in (0, 2, 4)]  # biases stay float16 in every variant
+        assert not any(changed[i] for i in (1, 3, 5))
+        assert kernels_changed == {"float16": [False] * 3, "int8": [True, True, True], "int5": [True, True, True],
+                                   "only descriptor int5": [False, True, False]}[variant]
+    assert sizes["float16"] == 2 * sum(o.size for o in originals) / 2 ** 20
+    assert sizes["int5"] < sizes["int8"] < sizes["float16"]
+    assert sizes["int5"] < sizes["only descriptor int5"] < sizes["float16"]
 
 
 def _card(name: str, age_mae: float, **config) -> dict:

@@ -59,6 +59,19 @@ def test_default_model_card_records_a_cpu_run_within_budget():
     assert card["tflite"]["source_sha256"], "the default model is served by its TFLite export"
 
 
+def test_live_mode_serves_the_default_with_the_views_its_age_range_was_calibrated_with():
+    """The live mode turns off the views averaged outside the network (to save time per frame). The default
+    averages its mirror inside the network, so video frames get the views, and the calibrated age range, that
+    `agegender predict` serves and the card measured."""
+    from agegender.live import live_predictor
+    from agegender.predict import Predictor
+
+    served = Predictor.load(DEFAULT, detector=object())
+    live = live_predictor(served.model, served.card, DEFAULT, detector=object())
+    assert live.views == served.views == {"tta_flip": False, "tta_zoom": ()}
+    assert live.range_quantiles == served.range_quantiles == tuple(_card()["metrics"]["val"]["age_range"]["quantiles"])
+
+
 @pytest.fixture(scope="module")
 def sample_predictions():
     """The default model (as served) on the bundled sample, with and without mirroring, no flip averaging."""
