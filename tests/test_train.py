@@ -86,6 +86,10 @@ def test_card_written_beside_model_and_in_run_dir(tiny_model):
     assert (run_dir / "checkpoint.keras").is_file() and (run_dir / "history.csv").is_file()
     # the final model has no optimizer state: smaller than the checkpoint
     assert tiny_model.path.stat().st_size < (run_dir / "checkpoint.keras").stat().st_size
+    # the model is deflated; the checkpoint, rewritten every epoch, is not (its time goes to training)
+    with zipfile.ZipFile(tiny_model.path) as model, zipfile.ZipFile(run_dir / "checkpoint.keras") as checkpoint:
+        assert {m.compress_type for m in model.infolist()} == {zipfile.ZIP_DEFLATED}
+        assert {m.compress_type for m in checkpoint.infolist()} == {zipfile.ZIP_STORED}
 
 
 # -- loading saved models ----------------------------------------------------------------------------

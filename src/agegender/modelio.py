@@ -45,8 +45,8 @@ def write_json_atomic(path: str | os.PathLike, payload: Any) -> None:
 def deflate_archive(path: str | os.PathLike) -> None:
     """Rewrite the ``.keras`` (zip) archive at ``path`` with its members deflated, in place and atomically.
 
-    Keras stores them uncompressed. Deflated, the default model's file is about a quarter smaller (its descriptor
-    network's weights repeat few values); Keras reads the archive as before, and the weights are unchanged.
+    Keras stores them uncompressed. Deflated, the default model's file is 27 % smaller (55.4 -> 40.5 MB) and takes
+    about 0.2 s longer to load; Keras reads the archive as before, and the weights are the same bits.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
@@ -65,15 +65,21 @@ def deflate_archive(path: str | os.PathLike) -> None:
             os.remove(tmp)
 
 
-def save_model_atomic(model: keras.Model, path: str | os.PathLike, card: dict | None = None) -> Path:
-    """Write ``model`` (Keras format, deflated) and its card so that a crash never leaves a half-written file."""
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, card: dict | None = None, *,
+                      deflate: bool = True) -> Path:
+    """Write ``model`` (Keras format) and its card so that a crash never leaves a half-written file.
+
+    ``deflate`` compresses the archive (:func:`deflate_archive`); training checkpoints, rewritten every epoch and
+    deleted at the end, skip it to keep the epoch's time for training.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
     try:
         model.save(tmp)
-        deflate_archive(tmp)
+        if deflate:
+            deflate_archive(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

@@ -139,7 +139,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
             tracing.append(epoch)
         self._timed_an_epoch = True
         self._fit_schedule_to_budget(epoch)  # before the checkpoint, which then holds the shortened schedule
-        save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
+        save_model_atomic(self.model, self.run_dir / "checkpoint.keras", deflate=False)
         write_json_atomic(self.run_dir / "state.json", self.state)
         pd.DataFrame(self.state["history"]).to_csv(self.run_dir / "history.csv", index=False)
         last = run_end_epoch(self.state, self.stages)
