@@ -81,28 +81,32 @@ def kmeans_codes(kernel: np.ndarray, bits: int, iterations: int = 50) -> tuple[n
     return codes, (centres[codes] * scale).astype(np.float32)
 
 
-def quantizer(variant: str) -> tuple[str | None, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None, int]:
-    """(the only part quantized or None for all, the coding function, its bits) of a variant's name."""
+Coder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def quantizer(variant: str) -> tuple[str | None, Coder | None, int, int]:
+    """Of a variant's name: the only part quantized (None: all), the coding function, its bits, and how many shared
+    values each kernel stores beside its codes (k-means' centres; none for a linear grid)."""
     if variant == "float16":
-        return None, None, 16
+        return None, None, 16, 0
     part = variant.split()[1] if variant.startswith("only ") else None
     kind = variant.split()[-1] if part else variant
     if kind.startswith("int"):
         bits = int(kind[3:])
-        return part, lambda w: linear_codes(w, bits), bits
-    bits = int(variant.split()[-1])
-    return part, lambda w: kmeans_codes(w, bits), bits
+        return part, lambda w: linear_codes(w, bits), bits, 0
+    bits = int(kind.split()[-1])
+    return part, lambda w: kmeans_codes(w, bits), bits, 2 ** bits
 
 
 def quantize(model, originals: list[np.ndarray], variant: str, min_size: int) -> float:
     """Assign the variant's weights to ``model``; return their stored size in MB."""
-    part, code, bits = quantizer(variant)
+    part, code, bits, shared_values = quantizer(variant)
     packed, small = [], 0
     for variable, original in zip(model.weights, originals):
         if code is not None and original.ndim >= 2 and original.size >= min_size and part in (None, part_of(variable.path)):
             codes, weights = code(original)
             packed.append(np.packbits(((codes.ravel()[:, None] >> np.arange(bits)) & 1).astype(np.uint8)))
-            small += original.shape[-1] + (2 ** bits if "k-means" in variant else 0)
+            small += original.shape[-1] + shared_values  # the channel scales and shared values, float16
         else:
             weights = original.astype(np.float16).astype(np.float32)
             small += original.size
