@@ -202,7 +202,8 @@ def test_gender_heads_on_the_inner_features_mix_by_the_weight_chosen_on_val_and_
 
 
 def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads_are_refused(base_model, tmp_path):
-    from agegender.face_gender import add_descriptor, fit_gender_heads
+    from agegender.add_descriptor import add_descriptor
+    from agegender.face_gender import fit_gender_heads
 
     rng = np.random.default_rng(0)
     genders = rng.integers(0, 2, 1200)

@@ -95,7 +95,7 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _add_descriptor(args: argparse.Namespace) -> int:
-    from .face_gender import add_descriptor
+    from .add_descriptor import add_descriptor
 
     card = add_descriptor(args.model, args.name, args.data, models_dir=Path(args.models_dir), weights=args.weights,
                           age_head=not args.no_age_head, gender_head=args.gender_head, mirror=not args.no_mirror)
