@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import ensemble_probe  # noqa: E402
 import face_descriptor_probe  # noqa: E402
 import gender_disagreements  # noqa: E402
 import inference_speed  # noqa: E402
+import parts_speed  # noqa: E402
 import recipe_ablation  # noqa: E402
 import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
@@ -312,3 +314,52 @@ def test_committed_recipe_tables_are_what_their_cards_give(page):
     assert recipe_ablation.BLOCK.search(text), f"{page} lost its generated table"
     assert recipe_ablation.regenerated(text) == text, (
         f"{page}: stale table; run `python benchmarks/recipe_ablation.py --update {page}`")
+
+
+def _combined(mirror: bool):
+    """A small stand-in for an add-descriptor model: layers named as its two networks, AgeNet behind the mirror."""
+    import keras
+    from keras import layers
+
+    from agegender.models import MeanOfViews, MirrorViews
+
+    def network(name, outputs):
+        face = keras.Input((8, 8, 3))
+        pooled = layers.GlobalAveragePooling2D()(face)
+        return keras.Model(face, {key: layers.Dense(units, name=f"{name}_{key}")(pooled) for key, units in outputs.items()},
+                           name=name)
+
+    agenet = network("agenet", {"gender_out": 1, "age_dist": 4})
+    descriptor = network("face_descriptor", {"descriptor": 5, "inner": 6})
+    face = keras.Input((8, 8, 3), name="image")
+    own = agenet(MirrorViews(name="mirror_views")(face) if mirror else face)
+    own = {key: MeanOfViews()(value) for key, value in own.items()} if mirror else own
+    inner = descriptor(face)["inner"]
+    return keras.Model(face, {"gender_out": own["gender_out"], "age": layers.Add()([own["age_dist"], inner[:, :4]])}), agenet, descriptor
+
+
+@pytest.mark.parametrize("mirror", [True, False])
+def test_network_parts_are_the_models_own_networks_with_agenets_views(mirror):
+    """``parts_speed.py`` times the two networks the model holds, AgeNet over the views it sees in the model."""
+    import keras
+
+    model, agenet, descriptor = _combined(mirror)
+    parts = parts_speed.network_parts(model)
+    face = np.random.default_rng(0).uniform(0, 255, (3, 8, 8, 3)).astype("float32")
+    views = np.concatenate([face, face[:, :, ::-1]]) if mirror else face
+    own = agenet.predict(views, verbose=0)
+    assert len(parts["agenet"].predict(face, verbose=0)["age_dist"]) == len(views)
+    np.testing.assert_allclose(parts["agenet"].predict(face, verbose=0)["age_dist"], own["age_dist"], rtol=1e-5)
+    np.testing.assert_allclose(parts["face_descriptor"].predict(face, verbose=0)["inner"],
+                               descriptor.predict(face, verbose=0)["inner"], rtol=1e-5)
+    both = parts["both"].predict(face, verbose=0)
+    assert set(both) == {"agenet_gender_out", "agenet_age_dist", "descriptor", "inner"}
+    np.testing.assert_allclose(both["agenet_gender_out"], own["gender_out"], rtol=1e-5)
+    with pytest.raises(ValueError, match="no agenet or face_descriptor layer: not a model built by add-descriptor"):
+        parts_speed.network_parts(keras.Model(agenet.input, agenet.output))
+
+
+def test_median_ms_times_the_call_after_its_warm_up():
+    calls = []
+    assert parts_speed.median_ms(lambda: calls.append(time.sleep(0.002)), repeats=5, warmup=2) >= 2.0
+    assert len(calls) == 7
