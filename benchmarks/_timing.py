@@ -1,9 +1,11 @@
-"""Shared by the throughput benchmarks: a compiled AgeNet with a random batch, images/s of ``train_on_batch``
-after a warm-up."""
+"""Shared by the speed benchmarks: a compiled AgeNet with a random batch, images/s of ``train_on_batch``
+after a warm-up, and the median latency of a call."""
 
 from __future__ import annotations
 
+import statistics
 import time
+from typing import Callable
 
 
 def agenet_with_random_batch(size: int, batch: int = 64, **model_kwargs):
@@ -37,3 +39,15 @@ def train_images_per_second(model, x, y, steps: int, warmup: int = 2) -> float:
         model.train_on_batch(x, y)
     return steps * len(x) / (time.perf_counter() - start)
 
+
+
+def median_ms(call: Callable[[], object], repeats: int, warmup: int = 20) -> float:
+    """Median wall time of ``call`` in milliseconds, after ``warmup`` calls."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -34,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from _splits import predict_model_splits, split_arrays  # noqa: E402
+from _timing import median_ms  # noqa: E402
 from results_table import markdown  # noqa: E402
 
 from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
@@ -100,17 +99,6 @@ def int8_variants(model, calibration: np.ndarray, debug: np.ndarray, float_ops: 
     return out
 
 
-def latency_ms(model: TFLiteModel, face: np.ndarray, repeats: int) -> float:
-    for _ in range(10):
-        model.infer(face)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.infer(face)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def figures(pred: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, float]:
     err = np.abs(pred["pred_age"] - pred["age"])
     old = (pred["age"] >= OLD[1]) & (pred["age"] <= OLD[2])
@@ -145,8 +133,9 @@ def main() -> None:
             path = Path(folder) / f"variant{len(rows)}.tflite"
             path.write_bytes(flatbuffer)
             served = TFLiteModel(path)
-            row = {"MB": path.stat().st_size / 1e6, "ms per face": latency_ms(served, debug[:1].astype(np.float32),
-                                                                              args.repeats)}
+            face = debug[:1].astype(np.float32)
+            row = {"MB": path.stat().st_size / 1e6,
+                   "ms per face": median_ms(lambda: served.infer(face), args.repeats, warmup=10)}
             for split, pred in predict_model_splits(served, card).items():
                 row.update({f"{split} {k}": v for k, v in figures(pred, reference[split]).items()})
             rows[name] = row
