@@ -110,6 +110,10 @@ def _add_descriptor(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.photos:
+        return _evaluate_photos(args)
+    if args.labels or args.predictions:
+        raise ValueError("--labels and --predictions go with --photos (a folder of whole photos and a labels CSV)")
     from .evaluate import evaluate_folder, format_report
 
     metrics = evaluate_folder(args.folder, args.model, use_all=args.all)
@@ -117,6 +121,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         print(format_report(metrics, f"{metrics['model']} on the {metrics['subset']} images of {metrics['folder']}"))
+    return 0
+
+
+def _evaluate_photos(args: argparse.Namespace) -> int:
+    from .photo_eval import evaluate_photos, format_photo_report
+
+    if not args.folder:
+        raise ValueError("--photos needs the folder of photos")
+    if args.all:
+        raise ValueError("--all is for UTKFace folders; --photos evaluates every labelled photo")
+    metrics, frame = evaluate_photos(args.folder, args.labels, model_path=args.model, progress=not args.json,
+                                     with_predictions=True)
+    if args.predictions:
+        frame.to_csv(args.predictions, index=False)
+    print(json.dumps(metrics, indent=2) if args.json else format_photo_report(metrics))
     return 0
 
 
@@ -198,10 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gender only: no age head on the descriptor's inner features (AgeNet's ages unchanged)")
     p.set_defaults(func=_add_descriptor)
 
-    p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder")
+    p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder, or on labelled photos (--photos)")
     p.add_argument("folder", nargs="?", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
     p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
     p.add_argument("--all", action="store_true", help="evaluate on every image of the folder, not just the test split")
+    p.add_argument("--photos", action="store_true",
+                   help="FOLDER holds whole photos labelled in a CSV (see --labels): detect, crop and predict the "
+                        "largest face of each, as `agegender predict` does")
+    p.add_argument("--labels", metavar="FILE.csv",
+                   help="with --photos: columns file,age[,gender][,subject] (default: FOLDER/labels.csv)")
+    p.add_argument("--predictions", metavar="OUT.csv", help="with --photos: also write one row per photo here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_evaluate)
 
