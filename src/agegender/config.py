@@ -95,6 +95,7 @@ class TrainConfig:
     augment: bool = False
     augment_low_resolution: float = 0.0  # with augment: probability of a blurred, low-resolution copy per image
     augment_erase: float = 0.0  # with augment: probability of one rectangle of noise per image (random erasing)
+    augment_photo: float = 0.0  # with augment: probability of a re-captured look per image (pipeline.photo_capture)
     mixup_alpha: float = 0.0  # 0 = off; else training batches are mixup blends, shares drawn from Beta(alpha, alpha)
     seed: int = 42
     early_stopping_patience: int = 0  # 0 disables early stopping

@@ -99,11 +99,46 @@ def erase_rectangles(images: tf.Tensor, seed: tf.Tensor, probability: float,
     return tf.where((inside & chosen)[..., None], noise, images)
 
 
-def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0, erase: float = 0.0) -> tf.Tensor:
+#: photo-domain augmentation: ranges of the per-image draws (see :func:`photo_capture`)
+PHOTO_SATURATION_RANGE = (0.4, 1.6)   # 0 = gray, 1 = unchanged
+PHOTO_CHANNEL_GAIN_RANGE = (0.88, 1.12)  # a colour cast: each channel scaled on its own
+PHOTO_GAMMA_RANGE = (0.7, 1.5)
+PHOTO_GRAY_SHARE = 0.25  # of the chosen images, this share become grayscale
+PHOTO_NOISE_MAX = 10.0  # grain: Gaussian noise with a standard deviation up to this many levels of 255
+
+
+def photo_capture(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
+    """Each image, with ``probability``, re-captured: saturation, a colour cast, gamma, sometimes grayscale, grain.
+
+    UTKFace's crops are web photos; people's own photos are scanned prints, phone shots, old film with faded or
+    orange colours and grain. A model that has only seen UTKFace's look reads such texture and colour as age
+    (FG-NET: ages over-estimated by 4 years). Every draw is per image; images are float 0..255.
+    """
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+
+    def draw(k, low, high, shape=(1, 1, 1)):
+        return tf.random.stateless_uniform((batch, *shape), seeds[k], low, high)
+
+    gray = tf.reduce_mean(images * tf.constant([0.299, 0.587, 0.114]) * 3.0, axis=-1, keepdims=True)
+    out = gray + (images - gray) * draw(0, *PHOTO_SATURATION_RANGE)
+    out = out * draw(1, *PHOTO_CHANNEL_GAIN_RANGE, shape=(1, 1, 3))
+    out = 255.0 * tf.pow(tf.clip_by_value(out, 0.0, 255.0) / 255.0, draw(2, *PHOTO_GAMMA_RANGE))
+    to_gray = draw(3, 0.0, 1.0) < PHOTO_GRAY_SHARE
+    out_gray = tf.reduce_mean(out * tf.constant([0.299, 0.587, 0.114]) * 3.0, axis=-1, keepdims=True)
+    out = tf.where(to_gray, tf.broadcast_to(out_gray, tf.shape(out)), out)
+    noise = tf.random.stateless_normal(tf.shape(images), seeds[4]) * draw(5, 0.0, PHOTO_NOISE_MAX)
+    out = tf.clip_by_value(out + noise, 0.0, 255.0)
+    chosen = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[6]) < probability
+    return tf.where(chosen, out, images)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0, erase: float = 0.0,
+                  photo: float = 0.0) -> tf.Tensor:
     """Flip, shift/zoom (one crop_and_resize), optionally low resolution, brightness and contrast, optionally erasing.
 
     Images are float 0..255. ``low_resolution`` is the probability of :func:`degrade_resolution` per image and
-    ``erase`` that of :func:`erase_rectangles`; at 0 the draws of the other augmentations are exactly those of the
+    ``erase`` that of :func:`erase_rectangles`, ``photo`` that of :func:`photo_capture`; at 0 the draws of the other augmentations are exactly those of the
     recipes trained before the options existed (erasing draws from its own seed, folded out of ``seed``).
     """
     batch = tf.shape(images)[0]
@@ -117,6 +152,8 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.
     images = tf.image.crop_and_resize(images, boxes, tf.range(batch), size, extrapolation_value=0.0)
     if low_resolution:
         images = degrade_resolution(images, seeds[5], low_resolution)
+    if photo:
+        images = photo_capture(images, tf.random.experimental.stateless_fold_in(seed, 7), photo)
     brightness = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[3], -25.0, 25.0)
     contrast = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[4], 0.75, 1.25)
     mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
@@ -159,7 +196,7 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
                  age_sigma: float = AGE_SIGMA, age_sigma_per_year: float = 0.0,
                  sample_weights: np.ndarray | dict[str, np.ndarray] | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
-                 low_resolution: float = 0.0, erase: float = 0.0, mixup: float = 0.0,
+                 low_resolution: float = 0.0, erase: float = 0.0, photo: float = 0.0, mixup: float = 0.0,
                  image_size: int | None = None) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
@@ -172,7 +209,8 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     """
     if mixup < 0:
         raise ValueError(f"mixup_alpha is 0 (off) or the positive alpha of Beta(alpha, alpha), not {mixup}")
-    for setting, probability in (("augment_low_resolution", low_resolution), ("augment_erase", erase)):
+    for setting, probability in (("augment_low_resolution", low_resolution), ("augment_erase", erase),
+                                 ("augment_photo", photo)):
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"{setting} is a probability between 0 and 1, not {probability}")
     targets = {"gender_out": genders.astype("float32").reshape(-1, 1),
@@ -202,7 +240,7 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     if training and augment:
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution, erase), *batch[1:]),
+            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution, erase, photo), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if age_distribution:
         def add_soft_labels(x, y, *rest):

@@ -396,6 +396,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                                             if training else None),
                             extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
                             low_resolution=config.augment_low_resolution, erase=config.augment_erase,
+                            photo=config.augment_photo,
                             mixup=config.mixup_alpha if training else 0.0, image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
