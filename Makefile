@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks benchmarks evaluate app train-seed train-best pretrained face-recognition-net teacher clean
+.PHONY: install test test-fast notebooks figures benchmarks evaluate app train-seed train-best pretrained face-recognition-net teacher clean
 
 install: $(STAMP)
 
@@ -24,11 +24,20 @@ test: install
 test-fast: install
 	$(BIN)/pytest -ra -m "not slow and not browser"
 
-## Run the notebooks in order on the configured data ($$UTKFACE_DIR, data/UTKFace or data/sample),
-## writing executed copies to notebooks/executed/ and the reference figures to figures/.
+## Run the notebooks in order on the configured data ($$UTKFACE_DIR, data/UTKFace or data/sample). Everything they
+## write goes to git-ignored folders: executed copies to notebooks/executed/, models to runs/notebooks/, figures to
+## runs/notebooks/figures/. The shipped models/ and figures/ are never touched (see `make figures`, `agegender promote`).
 notebooks: install
 	mkdir -p notebooks/executed
 	cd notebooks && for nb in $(NOTEBOOKS); do \
+	  ../$(BIN)/papermill --cwd . $$nb.ipynb executed/$$nb.ipynb -p figures_dir ../runs/notebooks/figures || exit 1; \
+	done
+
+## Regenerate the committed figures/ from the shipped models on the full data (UTKFACE_DIR must be set).
+figures: install
+	test -n "$$UTKFACE_DIR" || { echo "set UTKFACE_DIR to the full UTKFace folder"; exit 1; }
+	mkdir -p notebooks/executed
+	cd notebooks && for nb in 01_eda 04_evaluate; do \
 	  ../$(BIN)/papermill --cwd . $$nb.ipynb executed/$$nb.ipynb -p figures_dir ../figures || exit 1; \
 	done
 
@@ -44,16 +53,16 @@ evaluate: install
 app: install
 	$(BIN)/streamlit run src/agegender/app.py
 
-## Retrain the reference models (resumable: run the same command again after an interruption).
+## Retrain the reference models into runs/ (resumable: run the same command again after an interruption).
+## The shipped models change only by promoting a run: `agegender promote runs/NAME`.
 train-seed: install
 	$(BIN)/agegender train --config configs/seed_cnn.json
 
-## AgeNet (one run within its 88-minute budget, kept under runs/agenet_base/), dlib's face-recognition network
-## added with gender and age heads on its inner features (models/agenet.keras), then its float16 TFLite export.
+## The shipped model's whole recipe, every stage named in its config, into runs/agenet/: AgeNet (one run within its
+## 88-minute budget, runs/agenet/base/), dlib's face-recognition network added with gender and age heads on its inner
+## features (runs/agenet/agenet.keras), then its float16 TFLite export beside it. Ship it: agegender promote runs/agenet
 train-best: install
-	$(BIN)/agegender train --config configs/agenet.json --models-dir runs/agenet_base
-	$(BIN)/agegender add-descriptor runs/agenet_base/agenet.keras --name agenet
-	$(BIN)/agegender export --model models/agenet.keras
+	$(BIN)/agegender train --config configs/agenet.json
 
 ## ImageNet EfficientNet-Lite0, -Lite1 and -Lite2 weights -> models/pretrained/ (torch only in .venv-convert; already committed).
 CONVERT_VENV ?= .venv-convert

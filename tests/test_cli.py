@@ -51,11 +51,15 @@ def test_cli_train_smoke(tiny_folder, tmp_path, capsys):
     assert state["epochs_done"] == 1 and len(state["history"]) == 1
 
 
-def test_cli_train_defaults_point_at_repository():
+def test_cli_train_defaults_write_under_runs_not_models():
     args = build_parser().parse_args(["train"])
-    assert args.models_dir == str(MODELS_DIR) and args.runs_dir == str(RUNS_DIR)
+    assert args.models_dir is None and args.runs_dir == str(RUNS_DIR)  # the model goes to runs/NAME/
     args = build_parser().parse_args(["train", "--models-dir", "/x/m", "--runs-dir", "/x/r"])
     assert (args.models_dir, args.runs_dir) == ("/x/m", "/x/r")
+    for command in (["add-descriptor", "m.keras", "--name", "n"], ["combine", "a", "b", "--name", "n"],
+                    ["train-vgg16"]):
+        assert build_parser().parse_args(command).models_dir is None
+    assert build_parser().parse_args(["promote", "runs/x"]).models_dir == str(MODELS_DIR)
 
 
 def test_cli_train_unknown_setting(tiny_folder, tmp_path, capsys):

@@ -26,7 +26,7 @@ BY_KIND = {kind: name for name, kind in BAD_FILES.items()}
 READABLE = ("unparsable", "alpha", "grayscale", "webp")  # odd, but images a person can use
 ERRORS = {"text": "not an image file", "empty": "empty file", "truncated": "corrupt or truncated",
           "corrupt": "corrupt or truncated", "bomb": "decompression bomb"}
-METRIC_KEYS = {"n", "age_mae", "age_rmse", "age_bias", "gender_accuracy", "baseline", "by_age_band", "by_race", "by_gender",
+METRIC_KEYS = {"n", "age_mae", "age_rmse", "age_bias", "gender_accuracy", "baseline", "by_age_band", "by_decade", "by_race", "by_gender",
                "confusion_matrix", "gender_calibration", "age_mae_se", "gender_accuracy_se"}
 
 
@@ -400,3 +400,16 @@ def test_mirror_agreement(tiny_model, bad_folder, good_names):
         p_b = b.gender_probability if b.gender == "female" else 1 - b.gender_probability
         assert abs(a.age - b.age) < 5.0, name
         assert abs(p_a - p_b) < 0.2, name
+
+
+def test_bias_by_decade(handmade):
+    frame, age_pred, p_female = handmade
+    m = evaluate_predictions(frame, age_pred, p_female)
+    decades = {row["group"]: row for row in m["by_decade"]}
+    for label, row in decades.items():
+        low = 70 if label == "70+" else int(label.split("-")[0])
+        high = 200 if label == "70+" else low + 9
+        inside = (frame["age"] >= low) & (frame["age"] <= high)
+        assert row["n"] == int(inside.sum())
+        assert row["age_bias"] == pytest.approx(float((np.asarray(age_pred)[inside] - frame["age"][inside]).mean()))
+    assert sum(row["n"] for row in m["by_decade"]) == m["n"]

@@ -1,4 +1,4 @@
-"""Command line: ``agegender train | combine | add-descriptor | evaluate | export | predict``."""
+"""Command line: ``agegender train | combine | add-descriptor | evaluate | export | promote | predict``."""
 
 from __future__ import annotations
 
@@ -32,10 +32,16 @@ def _key_values(items: list[str] | None, option: str) -> dict:
     return values
 
 
+def _output_dir(chosen: str | None, name: str) -> Path:
+    """Where a command writes the model it makes: the folder asked for, else ``runs/<name>/``, never ``models/``
+    (only ``agegender promote`` changes the shipped models)."""
+    return Path(chosen) if chosen else RUNS_DIR / name
+
+
 def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .ensemble import EnsembleRecipe
-    from .train import train
+    from .recipe import run_recipe
 
     if args.config and EnsembleRecipe.describes(args.config):
         return _train_ensemble(args)
@@ -44,8 +50,8 @@ def _train(args: argparse.Namespace) -> int:
     if model_args:
         values["model_kwargs"] = {**values.get("model_kwargs", {}), **model_args}
     config = TrainConfig.from_dict(values)
-    card = train(config, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir),
-                 fresh=args.fresh, verbose=2)
+    card = run_recipe(config, args.data, out_dir=_output_dir(args.models_dir, config.output_name),
+                      runs_dir=Path(args.runs_dir), fresh=args.fresh, verbose=2)
     test = card["metrics"]["test"]
     print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy "
           f"{100 * test['gender_accuracy']:.1f} % ({card['training']['epochs_completed']} epochs, "
@@ -63,7 +69,8 @@ def _train_vgg16(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown VGG16 recipe settings: {', '.join(unknown)}")
     recipe = dataclasses.replace(VGG16Recipe(weights=None if args.weights == "none" else args.weights), **values)
-    card = train_vgg16_two_phase(recipe, args.data, models_dir=Path(args.models_dir), runs_dir=Path(args.runs_dir))
+    card = train_vgg16_two_phase(recipe, args.data, models_dir=_output_dir(args.models_dir, recipe.name),
+                                 runs_dir=Path(args.runs_dir))
     test = card["metrics"]["test"]
     print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy {100 * test['gender_accuracy']:.1f} %")
     return 0
@@ -74,7 +81,8 @@ def _train_ensemble(args: argparse.Namespace) -> int:
 
     if args.model_arg:
         raise ValueError("--model-arg does not apply to an ensemble recipe; set member fields in its file")
-    card = train_ensemble(EnsembleRecipe.from_json(args.config), args.data, models_dir=Path(args.models_dir),
+    recipe = EnsembleRecipe.from_json(args.config)
+    card = train_ensemble(recipe, args.data, models_dir=_output_dir(args.models_dir, recipe.name),
                           runs_dir=Path(args.runs_dir), overrides=_key_values(args.set, "--set"), fresh=args.fresh)
     _print_ensemble(card)
     return 0
@@ -90,14 +98,15 @@ def _print_ensemble(card: dict) -> None:
 def _combine(args: argparse.Namespace) -> int:
     from .ensemble import combine
 
-    _print_ensemble(combine(args.models, args.name, args.data, models_dir=Path(args.models_dir)))
+    _print_ensemble(combine(args.models, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name)))
     return 0
 
 
 def _add_descriptor(args: argparse.Namespace) -> int:
     from .add_descriptor import add_descriptor
 
-    card = add_descriptor(args.model, args.name, args.data, models_dir=Path(args.models_dir), weights=args.weights,
+    card = add_descriptor(args.model, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name),
+                          weights=args.weights,
                           age_head=not args.no_age_head, gender_head=args.gender_head, mirror=not args.no_mirror)
     val, test = card["metrics"]["val"], card["metrics"]["test"]
     age_head = card["face_descriptor"].get("age_head")
@@ -136,6 +145,21 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
     if args.predictions:
         frame.to_csv(args.predictions, index=False)
     print(json.dumps(metrics, indent=2) if args.json else format_photo_report(metrics))
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from .promote import promote
+
+    result = promote(args.source, Path(args.models_dir), require_export=not args.without_export)
+
+    def figures(values):
+        return ", ".join(f"{split} {values[split]['age_mae']:.2f} y / {100 * values[split]['gender_accuracy']:.2f} %"
+                         for split in ("val", "test") if values[split]["age_mae"] is not None)
+
+    if result["before"]:
+        print(f"replaced {result['model']}: was {figures(result['before'])}")
+    print(f"promoted {result['model']}: {figures(result['after'])}")
     return 0
 
 
@@ -179,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model builder")
     p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start again")
-    p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the final model and card go (default: models/)")
+    p.add_argument("--models-dir", help="where the final model and card go (default: runs/NAME/; models/ changes only "
+                                        "by `agegender promote`)")
     p.add_argument("--runs-dir", default=str(RUNS_DIR), help="checkpoints and history (default: runs/)")
     p.set_defaults(func=_train)
 
@@ -190,23 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a VGG16Recipe field, e.g. --set head_epochs=3 --set limit=64")
     p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
-    p.add_argument("--models-dir", default=str(MODELS_DIR))
+    p.add_argument("--models-dir", help="where the model and card go (default: runs/NAME/)")
     p.add_argument("--runs-dir", default=str(RUNS_DIR))
     p.set_defaults(func=_train_vgg16)
 
     p = sub.add_parser("combine", help="average trained models (one input, their own backbones) into one model")
     p.add_argument("models", nargs="+", help="two or more model .keras files, trained on the same data")
-    p.add_argument("--name", required=True, help="the combined model's name: written as MODELS_DIR/NAME.keras")
+    p.add_argument("--name", required=True, help="the combined model's name: written as runs/NAME/NAME.keras")
     p.add_argument("--data", help="UTKFace folder the models were trained on (default: as for train)")
-    p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the combined model and card go")
+    p.add_argument("--models-dir", help="where the combined model and card go (default: runs/NAME/)")
     p.set_defaults(func=_combine)
 
     p = sub.add_parser("add-descriptor",
                        help="a trained AgeNet plus dlib's face descriptor for gender and age, as one model")
     p.add_argument("model", help="the trained AgeNet .keras file (served with its mirror view)")
-    p.add_argument("--name", required=True, help="the new model's name: written as MODELS_DIR/NAME.keras")
+    p.add_argument("--name", required=True, help="the new model's name: written as runs/NAME/NAME.keras")
     p.add_argument("--data", help="UTKFace folder the model was trained on (default: as for train)")
-    p.add_argument("--models-dir", default=str(MODELS_DIR), help="where the new model and card go")
+    p.add_argument("--models-dir", help="where the new model and card go (default: runs/NAME/)")
     p.add_argument("--weights", help="face-recognition weights (default: models/pretrained/, make face-recognition-net)")
     p.add_argument("--gender-head", choices=GENDER_HEADS, default="mlp",
                    help="the descriptor network's gender: MLP heads on its inner features (default) or a logistic "
@@ -229,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", metavar="OUT.csv", help="with --photos: also write one row per photo here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("promote", help="make a trained model (a run folder or its .keras file) a shipped one in models/")
+    p.add_argument("source", help="a run folder (runs/NAME/) or the .keras file a run wrote")
+    p.add_argument("--models-dir", default=str(MODELS_DIR), help="the shipped models' folder (default: models/)")
+    p.add_argument("--without-export", action="store_true",
+                   help="promote a model that has no TFLite export (served by Keras; the seed CNN)")
+    p.set_defaults(func=_promote)
 
     p = sub.add_parser("export", help="write a TFLite copy of a model (float16 weights), used for serving")
     p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")

@@ -28,6 +28,9 @@ AGE_BANDS: tuple[tuple[str, int, int], ...] = (
     ("40-59", 40, 59),
     ("60+", 60, 200),
 )
+#: Decades of the bias-by-decade reports (UTKFace and labelled photos): (label, lowest age, highest age) inclusive.
+AGE_DECADES: tuple[tuple[str, int, int], ...] = tuple(
+    (f"{d}-{d + 9}", d, d + 9) for d in range(0, 70, 10)) + (("70+", 70, 200),)
 RACES: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 GENDERS: dict[int, str] = {0: "male", 1: "female"}
 MAX_AGE = 116
@@ -123,9 +126,12 @@ class TrainConfig:
     train_on_val: bool = False  # fit on train + val: the final refit of a recipe already chosen on val (val then in-sample)
     exclude_faces: str | None = None  # a list of training faces to leave out (agegender.cleaning); val/test keep all
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
+    # stages after training (agegender.recipe): the face descriptor step, then the TFLite export used for serving
+    add_descriptor: bool = False  # add dlib's face network with gender and age heads (agegender add-descriptor)
+    export: str | None = None  # "float16" or "none": write the TFLite export beside the final model; None = no export
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
-    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom"})
+    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom", "add_descriptor", "export"})
 
     @property
     def output_name(self) -> str:

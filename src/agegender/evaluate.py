@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import AGE_BANDS, GENDERS, RACES
+from .config import AGE_BANDS, AGE_DECADES, GENDERS, RACES
 
 RANGE_TAIL = 0.1  # the age range is meant to leave 10 % of true ages below it and 10 % above: what calibration aims at
 RANGE_QUANTILES = (RANGE_TAIL, 1 - RANGE_TAIL)  # the nominal range, the central 80 % of the distribution, uncalibrated
@@ -103,9 +103,9 @@ def _inference_function(model: keras.Model):
     return _COMPILED[model]
 
 
-def age_band(ages: np.ndarray | pd.Series) -> np.ndarray:
+def age_band(ages: np.ndarray | pd.Series, bands: tuple[tuple[str, int, int], ...] = AGE_BANDS) -> np.ndarray:
     labels = np.empty(len(ages), dtype=object)
-    for label, low, high in AGE_BANDS:
+    for label, low, high in bands:
         labels[(np.asarray(ages) >= low) & (np.asarray(ages) <= high)] = label
     return labels
 
@@ -209,7 +209,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
     table = pd.DataFrame({
         "age": age_true, "err": error, "abs_err": np.abs(error),
         "gender": gender_true, "gender_correct": gender_pred == gender_true,
-        "band": age_band(age_true), "race": frame["race"].map(lambda r: RACES.get(r, "unknown") if pd.notna(r) else "unknown").to_numpy(),
+        "band": age_band(age_true), "decade": age_band(age_true, AGE_DECADES), "race": frame["race"].map(lambda r: RACES.get(r, "unknown") if pd.notna(r) else "unknown").to_numpy(),
         "gender_name": [GENDERS[g] for g in gender_true],
     })
     base_ages = age_true if train_ages is None else np.asarray(train_ages)
@@ -227,6 +227,7 @@ def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np
         "baseline": {"age": median_age, "age_mae": float(np.abs(age_true - median_age).mean()),
                      "gender": GENDERS[majority], "gender_accuracy": float((gender_true == majority).mean())},
         "by_age_band": _group_table(table, "band", [b[0] for b in AGE_BANDS]),
+        "by_decade": _group_table(table, "decade", [d[0] for d in AGE_DECADES]),
         "by_race": _group_table(table, "race", list(RACES.values()) + ["unknown"]),
         "by_gender": _group_table(table, "gender_name", list(GENDERS.values())),
         "confusion_matrix": {"labels": ["male", "female"], "rows_true_cols_predicted": confusion},

@@ -21,9 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-#: Decades reported: (label, lowest age, highest age) inclusive; the last is open.
-DECADES: tuple[tuple[str, int, int], ...] = tuple(
-    (f"{d}-{d + 9}", d, d + 9) for d in range(0, 70, 10)) + (("70+", 70, 200),)
+from .config import AGE_DECADES
+
 GENDER_WORDS = {"male": 0, "m": 0, "0": 0, "man": 0, "female": 1, "f": 1, "1": 1, "woman": 1}
 BOOTSTRAP_SAMPLES = 2000
 
@@ -178,7 +177,7 @@ def summarise(frame: pd.DataFrame, *, seed: int = 0, samples: int = BOOTSTRAP_SA
             "age_range_above": float((done["age"] > done["age_high"]).mean()),
         })
     decades = []
-    for label, low, high in DECADES:
+    for label, low, high in AGE_DECADES:
         mask = ((done["age"] >= low) & (done["age"] <= high)).to_numpy()
         if not mask.any():
             continue
