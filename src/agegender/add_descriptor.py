@@ -105,15 +105,33 @@ def _fit_age(config: TrainConfig, train_features: np.ndarray, train_ages: pd.Ser
                    **_heads_record(len(train_ages)), "agenet_dist_weight": weight, "val_age_mae_by_weight": val_mae}
 
 
+def augmented_faces(images: np.ndarray, config: TrainConfig, seed: int = 0, batch_size: int = 256) -> np.ndarray:
+    """One augmented copy of each face (float32), drawn as AgeNet's training draws them (``config``'s augmentations:
+    flip, shift and zoom, brightness and contrast, and its low-resolution, erasing and photo-domain probabilities)."""
+    import tensorflow as tf
+
+    from .pipeline import augment_batch
+
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.constant(np.asarray(images[start:start + batch_size], "float32"))
+        out.append(augment_batch(batch, tf.constant([seed, start], tf.int32), config.augment_low_resolution,
+                                 config.augment_erase, config.augment_photo).numpy())
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), "float32")
+
+
 def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.PathLike | None = None, *,
                    models_dir: Path = MODELS_DIR, weights: str | os.PathLike | None = None,
-                   age_head: bool = True, gender_head: str = "mlp", mirror: bool = True) -> dict[str, Any]:
+                   age_head: bool = True, gender_head: str = "mlp", mirror: bool = True,
+                   augment: bool = False) -> dict[str, Any]:
     """AgeNet at ``model_path`` plus the descriptor network's gender (``gender_head``, one of ``GENDER_HEADS``)
     and, with ``age_head``, its age heads, written to ``models_dir/<name>.keras``; its card. AgeNet sees the face and
     its mirror (``mirror``, as it was served alone) or the face alone.
 
     The gender and age heads are fitted on the faces AgeNet was trained on (its config's split and
-    left-out faces), the two weights chosen on val; the card's training time is AgeNet's plus this step's.
+    left-out faces), the two weights chosen on val; the card's training time is AgeNet's plus this step's. With
+    ``augment`` the heads see one augmented copy of each training face (:func:`augmented_faces`) instead of the
+    face itself, so that they, like AgeNet, do not learn UTKFace's look.
     """
     start = time.perf_counter()
     model_path = Path(model_path)
@@ -139,7 +157,8 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
                                        inner_blocks=AGE_FEATURE_BLOCKS if age_head or gender_head == "mlp" else ())
 
     train_images, train_rows = arrays["train"]
-    train_features = descriptor_outputs(descriptor, train_images)
+    train_features = descriptor_outputs(descriptor, augmented_faces(train_images, config, seed=config.seed)
+                                        if augment else train_images)
     gender_input, gender_model, gender_record = _fit_gender(gender_head, train_features, train_rows["gender"])
     val_images, val_rows = arrays["val"]
     val_agenet = predict_arrays(agenet, val_images, tta_flip=mirror)
@@ -181,7 +200,7 @@ def add_descriptor(model_path: str | os.PathLike, name: str, folder: str | os.Pa
             "weights_sha256": {path.name: file_sha256(path) for path in weight_files(weights_path)},
             **({"gender_heads": gender_record} if gender_head == "mlp" else {"regression": gender_record}),
             "agenet_logit_weight": weight, "val_gender_accuracy_by_weight": val_accuracy,
-            "step_seconds": round(step_seconds, 1),
+            "step_seconds": round(step_seconds, 1), "heads_saw": "augmented faces" if augment else "faces",
             **({"age_head": age_record} if age_record else {}),
         },
         "data": {**data_info, "fit_splits": ["train"]},

@@ -107,7 +107,8 @@ def _add_descriptor(args: argparse.Namespace) -> int:
 
     card = add_descriptor(args.model, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name),
                           weights=args.weights,
-                          age_head=not args.no_age_head, gender_head=args.gender_head, mirror=not args.no_mirror)
+                          age_head=not args.no_age_head, gender_head=args.gender_head, mirror=not args.no_mirror,
+                          augment=args.augment)
     val, test = card["metrics"]["val"], card["metrics"]["test"]
     age_head = card["face_descriptor"].get("age_head")
     age_weight = f", of AgeNet's age distribution {age_head['agenet_dist_weight']}" if age_head else ""
@@ -238,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "regression on its 128-D descriptor (the default before 2026-12-05 08:40)")
     p.add_argument("--no-mirror", action="store_true",
                    help="AgeNet on the face alone, not also on its mirror image (about 3 ms less per face)")
+    p.add_argument("--augment", action="store_true",
+                   help="fit the heads on augmented copies of the training faces (AgeNet's own augmentations)")
     p.add_argument("--no-age-head", action="store_true",
                    help="gender only: no age head on the descriptor's inner features (AgeNet's ages unchanged)")
     p.set_defaults(func=_add_descriptor)

@@ -128,10 +128,12 @@ class TrainConfig:
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
     # stages after training (agegender.recipe): the face descriptor step, then the TFLite export used for serving
     add_descriptor: bool = False  # add dlib's face network with gender and age heads (agegender add-descriptor)
+    descriptor_augment: bool = False  # ... its heads fitted on augmented copies of the training faces
     export: str | None = None  # "float16" or "none": write the TFLite export beside the final model; None = no export
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
-    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom", "add_descriptor", "export"})
+    POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom", "add_descriptor",
+                                                                    "descriptor_augment", "export"})
 
     @property
     def output_name(self) -> str:

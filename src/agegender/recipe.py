@@ -30,7 +30,8 @@ def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, 
     if config.add_descriptor:
         from .add_descriptor import add_descriptor
 
-        card = add_descriptor(model_path, config.output_name, folder, models_dir=out_dir)
+        card = add_descriptor(model_path, config.output_name, folder, models_dir=out_dir,
+                              augment=config.descriptor_augment)
         model_path = out_dir / f"{config.output_name}.keras"
     if config.export:
         from .export import export_with_test_images
