@@ -14,6 +14,7 @@ import _timing  # noqa: E402
 import age_readout  # noqa: E402
 import ensemble_probe  # noqa: E402
 import face_descriptor_probe  # noqa: E402
+import fgnet  # noqa: E402
 import gender_disagreements  # noqa: E402
 import inference_speed  # noqa: E402
 import parts_speed  # noqa: E402
@@ -364,3 +365,28 @@ def test_median_ms_times_the_call_after_its_warm_up():
     calls = []
     assert _timing.median_ms(lambda: calls.append(time.sleep(0.002)), repeats=5, warmup=2) >= 2.0
     assert len(calls) == 7
+
+
+def test_fgnet_benchmark_stores_its_summary_in_the_card(tiny_model, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from agegender.modelio import read_card
+
+    model = tmp_path / "m.keras"
+    shutil.copyfile(tiny_model.path, model)
+    shutil.copyfile(tiny_model.path.with_suffix(".json"), model.with_suffix(".json"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copyfile(Path(__file__).parent / "assets" / "face.jpg", photos / "a.jpg")
+    Image.new("RGB", (64, 64)).save(photos / "b.jpg")
+    (photos / "labels.csv").write_text("file,age,gender,subject\na.jpg,30,,1\nb.jpg,5,,2\n")
+    monkeypatch.setattr(sys, "argv", ["fgnet.py", str(model), "--folder", str(photos), "--update-card"])
+    fgnet.main()
+    out = capsys.readouterr().out
+    assert "| m |" not in out and f"| {tiny_model.card['name']} | 2 | 1 |" in out
+    assert "trained on 80 % of FG-NET" in out
+    stored = read_card(model)["metrics"]["fgnet"]
+    assert stored["photos"] == 2 and stored["n"] == 1 and stored["missed"] == 1 and "failures" not in stored
+    assert stored["age_mae"] == pytest.approx(abs(stored["age_bias"]))

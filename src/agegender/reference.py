@@ -14,6 +14,15 @@ REFERENCE_TOOLS = {
     "popular four-block CNN notebook (30 epochs, ~3 h here)": {"test age MAE": 6.4, "test gender acc %": 89.0},
 }
 
+#: face-api.js (SSD detector + AgeGenderNet) on FG-NET, measured by the maintainers (issue #47). It was trained on
+#: 80 % of FG-NET, so these figures flatter it; they are on the 802 photos its detector finds (it misses 200).
+FGNET_REFERENCE = {
+    "face-api.js (SSD + AgeGenderNet; trained on 80 % of FG-NET)": {
+        "photos": 1002, "faces found": 802, "age MAE": 4.00, "mean bias": 2.12},
+}
+#: The FG-NET goal of issue #47: over all 1,002 photos, no face missed.
+FGNET_GOAL = {"age MAE": 4.0, "mean bias": 1.5}
+
 #: The goal of our own model (issue "a model of our own that beats face-api.js").
 GOAL = {"test age MAE": 4.8, "test gender acc %": 95.0, "train minutes": 90}
 
