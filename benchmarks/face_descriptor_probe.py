@@ -5,7 +5,7 @@ time). This script fits a logistic regression for gender on the descriptors of e
 reports it alone and combined with AgeNet's P(female) (a weighted sum of logits, weight chosen on val); then the
 same for age, with a ridge regression of log(1 + age) combined with AgeNet's age (a weighted mean). dlib is
 not a project dependency: ``make teacher`` computes the descriptors once in its own environment
-(``scripts/extract_face_descriptors.py``, the same file the distillation recipe ``configs/agenet_v10.json`` reads):
+(``scripts/extract_face_descriptors.py``, the same file the distillation recipe ``research/configs/agenet_v10.json`` reads):
 
     make teacher
     UTKFACE_DIR=... .venv/bin/python benchmarks/face_descriptor_probe.py [--model models/agenet.keras]

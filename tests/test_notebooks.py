@@ -14,16 +14,36 @@ papermill = pytest.importorskip("papermill")
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 
 
-def run(name: str, tmp_path: Path, **parameters) -> dict:
+def run(name: str, tmp_path: Path, notebooks: Path = NOTEBOOKS, **parameters) -> dict:
     out = tmp_path / f"{name}.out.ipynb"
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
-                               cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(str(notebooks / f"{name}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(notebooks), kernel_name="python3", progress_bar=False)
     return read_records(str(out))
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebooks")
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory):
+    """A copy of notebooks/ in a folder laid out as the repository (configs, models, benchmarks linked), so that the
+    notebooks run with their own default output folders; yields it, then checks that neither it nor the real
+    repository's models/ and figures/ changed."""
+    root = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("executed", ".ipynb_checkpoints"))
+    for name in ("configs", "models", "benchmarks", "data", "figures"):
+        (root / name).symlink_to(PROJECT_ROOT / name, target_is_directory=True)
+    before = {name: tree_state(PROJECT_ROOT / name) for name in ("models", "figures")}
+    yield root
+    for name, state in before.items():
+        assert tree_state(PROJECT_ROOT / name) == state, f"running the notebooks changed {name}/"
 
 
 def test_notebooks_store_no_outputs():
@@ -51,29 +71,31 @@ def test_02_preprocessing(workdir):
     assert records["cached_seconds"] < 5
 
 
-def test_03_train_then_04_evaluate(workdir):
-    models, runs = workdir / "models", workdir / "runs"
-    records = run("03_train_cnn", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models), runs_dir=str(runs),
-                  overrides={"epochs": 1, "batch_size": 32, "max_train_minutes": 0, "name": "nb_seed"},
-                  figures_dir=str(workdir / "figures"))
+def test_03_train_writes_only_under_runs(checkout, workdir):
+    records = run("03_train_cnn", workdir, checkout / "notebooks", data_dir=str(SAMPLE_DIR),
+                  overrides={"epochs": 1, "batch_size": 32, "max_train_minutes": 0, "name": "nb_seed"})
     assert records["epochs_completed"] == 1
     assert 0 < records["test_age_mae"] < 60
     assert 0 <= records["test_gender_accuracy"] <= 1
-    assert (models / "nb_seed.keras").exists() and (models / "nb_seed.json").exists()
+    out = checkout / "runs" / "notebooks"
+    assert (out / "nb_seed.keras").exists() and (out / "nb_seed.json").exists()
 
-    trained_mae = records["test_age_mae"]
-    records = run("04_evaluate", workdir, data_dir=str(SAMPLE_DIR), model_path=str(models / "nb_seed.keras"),
+
+def test_04_evaluate(tiny_model, workdir):
+    import json
+
+    records = run("04_evaluate", workdir, data_dir=str(tiny_model.folder), model_path=str(tiny_model.path),
                   figures_dir=str(workdir / "figures"))
     # same model, same test split, same preprocessing: evaluation reproduces the card's figure
-    assert records["age_mae"] == pytest.approx(trained_mae, abs=1e-3)
+    card = json.loads(tiny_model.path.with_suffix(".json").read_text())
+    assert records["age_mae"] == pytest.approx(card["metrics"]["test"]["age_mae"], abs=1e-3)
     face = records["sample_prediction"]
     assert face["gender"] in ("male", "female") and 0.5 <= face["gender_probability"] <= 1
-    assert (workdir / "figures" / "nb_seed_confusion_matrix.png").exists()
+    assert (workdir / "figures" / "tiny_confusion_matrix.png").exists()
 
 
-def test_06_transfer_vgg16_mechanics(workdir):
-    records = run("06_transfer_vgg16", workdir, data_dir=str(SAMPLE_DIR), weights=None,
-                  models_dir=str(workdir / "models"), runs_dir=str(workdir / "runs"),
+def test_06_transfer_vgg16_mechanics(checkout, workdir):
+    records = run("06_transfer_vgg16", workdir, checkout / "notebooks", data_dir=str(SAMPLE_DIR), weights=None,
                   recipe_overrides={"head_epochs": 1, "finetune_epochs": 1, "limit": 16, "image_size": 64,
                                     "batch_size": 8, "name": "nb_vgg16"})
     assert records["params_block5_False"] == [34_148_546, 19_433_730]
@@ -82,22 +104,20 @@ def test_06_transfer_vgg16_mechanics(workdir):
     assert records["predicted_faces"] == 3
 
 
-def test_05_train_best(workdir):
-    """The committed config trains (tiny overrides), is compared with the seed CNN and exported for serving."""
+def test_05_train_best(checkout, tiny_model, workdir):
+    """The committed config trains (tiny overrides), is compared with another model and exported for serving."""
     import json
 
-    models = workdir / "models"
+    models = checkout / "runs" / "notebooks"
     config = workdir / "agenet.json"
     config.write_text(json.dumps({**json.loads((PROJECT_ROOT / "configs" / "agenet.json").read_text()),
                                   "name": "nb_agenet"}))
-    records = run("05_train_best", workdir, data_dir=str(SAMPLE_DIR), models_dir=str(models),
-                  base_models_dir=str(workdir / "base"),
-                  runs_dir=str(workdir / "runs"), compare_with=[str(models / "nb_seed.keras")],
-                  config_path=str(config),
+    records = run("05_train_best", workdir, checkout / "notebooks", data_dir=str(SAMPLE_DIR),
+                  compare_with=[str(tiny_model.path)], config_path=str(config),
                   overrides={"epochs": 1, "limit": 48, "image_size": 64, "batch_size": 16, "max_train_minutes": 0})
     assert 0 < records["test_age_mae"] < 60
     assert (models / "nb_agenet.keras").exists() and (models / "nb_agenet.tflite").exists()
-    assert (workdir / "base" / "nb_agenet.keras").exists()  # the AgeNet itself, before the face descriptor
+    assert (models / "agenet_base" / "nb_agenet.keras").exists()  # the AgeNet itself, before the face descriptor
     card = json.loads((models / "nb_agenet.json").read_text())
     assert card["face_descriptor"]["agenet_logit_weight"] == records["descriptor_weight"]
     assert card["face_descriptor"]["age_head"]["agenet_dist_weight"] == records["age_head_weight"]
