@@ -131,3 +131,5 @@ def test_05_train_best(checkout, tiny_model, workdir):
     assert records["comparison"][-1]["test age MAE"] == pytest.approx(records["test_age_mae"], abs=0.01)
     assert 0 <= records["age_range_coverage"] <= 1
     assert records["age_range_coverage"] == card["metrics"]["test"]["age_range"]["coverage"]
+    face = records["sample_prediction"]  # the notebook ends predicting on a photo with the model it trained
+    assert face["gender"] in ("male", "female") and 0 <= face["age_low"] <= face["age"] <= face["age_high"]

@@ -113,3 +113,20 @@ def test_promote_without_export_removes_the_replaced_models_stale_export(tiny_mo
     result = promote(folder, shipped, require_export=False)
     assert result["after"]["test"]["age_mae"] == tiny_model.card["metrics"]["test"]["age_mae"]
     assert not (shipped / "cand.tflite").exists() and (shipped / "cand.keras").is_file()
+
+
+def test_promote_under_another_name_renames_the_export_and_keeps_the_trained_name(tiny_model, tmp_path):
+    from agegender.export import export_with_test_images
+    from agegender.litert import TFLiteModel
+    from agegender.modelio import load_serving_model, read_card
+
+    folder = run_folder(tiny_model, tmp_path / "runs", name="cand_x")
+    export_with_test_images(folder / "cand_x.keras", tiny_model.folder, check_images=8)
+    shipped = tmp_path / "models"
+    promote(folder, shipped, name="shipped")
+    assert sorted(p.name for p in shipped.iterdir()) == ["shipped.json", "shipped.keras", "shipped.tflite"]
+    card = read_card(shipped / "shipped.keras")
+    assert card["name"] == "shipped" and card["trained_as"] == "cand_x" and card["tflite"]["file"] == "shipped.tflite"
+    assert isinstance(load_serving_model(shipped / "shipped.keras")[0], TFLiteModel)  # the renamed export serves
+    with pytest.raises(ModelFileError, match="not a model name"):
+        promote(folder, shipped, name="../x")

@@ -152,7 +152,7 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     from .promote import promote
 
-    result = promote(args.source, Path(args.models_dir), require_export=not args.without_export)
+    result = promote(args.source, Path(args.models_dir), require_export=not args.without_export, name=args.name)
 
     def figures(values):
         return ", ".join(f"{split} {values[split]['age_mae']:.2f} y / {100 * values[split]['gender_accuracy']:.2f} %"
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="make a trained model (a run folder or its .keras file) a shipped one in models/")
     p.add_argument("source", help="a run folder (runs/NAME/) or the .keras file a run wrote")
     p.add_argument("--models-dir", default=str(MODELS_DIR), help="the shipped models' folder (default: models/)")
+    p.add_argument("--name", help="ship it under this name (e.g. agenet, the default model); default: its own")
     p.add_argument("--without-export", action="store_true",
                    help="promote a model that has no TFLite export (served by Keras; the seed CNN)")
     p.set_defaults(func=_promote)

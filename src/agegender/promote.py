@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import MODELS_DIR
-from .modelio import ModelFileError, card_path, export_damage, file_sha256, read_card
+from .modelio import ModelFileError, card_path, export_damage, file_sha256, read_card, write_json_atomic
 
 REQUIRED_METRICS = ("age_mae", "gender_accuracy")
 
@@ -80,8 +80,10 @@ def _copy_atomic(source: Path, target: Path) -> None:
 
 
 def promote(source: str | os.PathLike, models_dir: str | os.PathLike = MODELS_DIR, *,
-            require_export: bool = True) -> dict[str, Any]:
-    """Copy a checked model (and its export and card) into ``models_dir`` under its own name.
+            require_export: bool = True, name: str | None = None) -> dict[str, Any]:
+    """Copy a checked model (and its export and card) into ``models_dir`` under its own name, or as ``name`` (a
+    candidate trained as ``agenet_x`` shipped as ``agenet``: the files are renamed, the card says what it was
+    trained as).
 
     Returns ``{"model", "replaced", "before", "after"}``: the new path, whether a model of that name was replaced,
     and the val/test figures of the model replaced (None if new) and of the one promoted.
@@ -90,7 +92,10 @@ def promote(source: str | os.PathLike, models_dir: str | os.PathLike = MODELS_DI
     card = check_promotable(model_path, require_export)
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / model_path.name
+    stem = name or model_path.stem
+    if not stem or "/" in stem or stem.startswith("."):
+        raise ModelFileError(f"{stem!r} is not a model name")
+    target = models_dir / f"{stem}.keras"
     if target.resolve() == model_path.resolve():
         raise ModelFileError(f"{model_path} is already in {models_dir}")
     before = None
@@ -100,15 +105,18 @@ def promote(source: str | os.PathLike, models_dir: str | os.PathLike = MODELS_DI
         except ModelFileError:
             before = None
     replaced = target.is_file()
-    files = [model_path]
+    copies = [(model_path, target)]
     if card.get("tflite") and model_path.with_name(card["tflite"]["file"]).is_file():
-        files.append(model_path.with_name(card["tflite"]["file"]))
-    elif (models_dir / f"{model_path.stem}.tflite").is_file():
+        copies.append((model_path.with_name(card["tflite"]["file"]), models_dir / f"{stem}.tflite"))
+        card["tflite"] = {**card["tflite"], "file": f"{stem}.tflite"}
+    elif (models_dir / f"{stem}.tflite").is_file():
         # an old export of the model being replaced would no longer match it
-        (models_dir / f"{model_path.stem}.tflite").unlink()
-    for path in files:
-        _copy_atomic(path, models_dir / path.name)
-    _copy_atomic(card_path(model_path), card_path(target))  # the card last
+        (models_dir / f"{stem}.tflite").unlink()
+    if stem != model_path.stem:
+        card = {**card, "name": stem, "trained_as": card.get("trained_as", card.get("name", model_path.stem))}
+    for source_file, target_file in copies:
+        _copy_atomic(source_file, target_file)
+    write_json_atomic(card_path(target), card)  # the card last
     return {"model": str(target), "replaced": replaced, "before": before, "after": _figures(card)}
 
 
