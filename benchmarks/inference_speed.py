@@ -89,7 +89,7 @@ def time_predictor(build: Callable[[], Predictor], model_name: str, repeats: int
         latencies.append(time.perf_counter() - start)
     # a .keras model is served by its TFLite export when the export matches it
     served = predictor.model.path if isinstance(predictor.model, TFLiteModel) else model_name
-    print(f"model {model_name}, served by {os.path.basename(str(served))} ({os.path.getsize(served) / 2**20:.1f} MB), "
+    print(f"model {model_name}, served by {os.path.basename(str(served))} ({os.path.getsize(served) / 1e6:.1f} MB), "
           f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{setup}: {load_seconds:.2f} s; first call (graph tracing): {first_call:.2f} s")

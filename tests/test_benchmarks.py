@@ -309,7 +309,7 @@ def test_summary_without_a_baseline_is_refused():
         recipe_ablation.render(recipe_ablation._parser().parse_args(["--summary", "models/agenet.json"]))
 
 
-@pytest.mark.parametrize("page", ["README.md", "benchmarks/results/recipes.md"])
+@pytest.mark.parametrize("page", ["research/run_log.md", "benchmarks/results/recipes.md"])
 def test_committed_recipe_tables_are_what_their_cards_give(page):
     """The tables of whole runs are generated; edit the cards list in the comment and run --update, not the table."""
     text = (recipe_ablation.REPO / page).read_text()

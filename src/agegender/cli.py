@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import GENDER_HEADS, MODELS_DIR, RUNS_DIR, default_model_path
+from .config import GENDER_HEADS, MB, MODELS_DIR, RUNS_DIR, default_model_path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -176,7 +176,7 @@ def _export(args: argparse.Namespace) -> int:
                    f"P(female) by <= {check_info['max_p_female_diff']:.4f}"]
     if "max_age_dist_tv" in check_info:  # models that predict an age distribution
         differences.append(f"age distributions by <= {check_info['max_age_dist_tv']:.4f} (total variation)")
-    print(f"{model_path.with_name(record['file'])}: {record['bytes'] / 2**20:.1f} MB ({record['quantization']}); "
+    print(f"{model_path.with_name(record['file'])}: {record['bytes'] / MB:.1f} MB ({record['quantization']}); "
           f"on {check_info['images']} images it differs from the model: {', '.join(differences)}; gender agrees on "
           f"{100 * check_info['gender_agreement']:.1f} %")
     return 0

@@ -34,6 +34,8 @@ AGE_DECADES: tuple[tuple[str, int, int], ...] = tuple(
 RACES: dict[int, str] = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Others"}
 GENDERS: dict[int, str] = {0: "male", 1: "female"}
 MAX_AGE = 116
+#: Bytes in the MB of every size the project reports (SI megabytes).
+MB = 1_000_000
 #: What gives the gender logit of `agegender add-descriptor`'s face network: a logistic regression on its 128-D
 #: descriptor, or MLP heads on the inner features its age heads read.
 GENDER_HEADS: tuple[str, ...] = ("regression", "mlp")

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import AGE_BANDS, AGE_DECADES, GENDERS, RACES
+from .config import AGE_BANDS, AGE_DECADES, GENDERS, MB, RACES
 
 RANGE_TAIL = 0.1  # the age range is meant to leave 10 % of true ages below it and 10 % above: what calibration aims at
 RANGE_QUANTILES = (RANGE_TAIL, 1 - RANGE_TAIL)  # the nominal range, the central 80 % of the distribution, uncalibrated
@@ -335,6 +335,6 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
                                         if g["group"] == "male"), None),
                     "epochs": _epochs_label(training),
                     "train minutes": round(training.get("wall_seconds_all_stages", training.get("wall_seconds", 0)) / 60, 1),
-                    "file MB": round(os.path.getsize(path) / 2**20, 1)})
+                    "file MB": round(os.path.getsize(path) / MB, 1)})
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
