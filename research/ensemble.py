@@ -1,4 +1,12 @@
-"""Several trained AgeNets averaged into one network: `agegender combine`.
+"""Several trained AgeNets averaged into one network (research: the package and its CLI no longer offer it).
+
+Run from the repository root (``agegender`` installed, or ``PYTHONPATH=src``)::
+
+    python research/ensemble.py combine runs/a/a.keras runs/b/b.keras --name pair
+    python research/ensemble.py train --config research/configs/agenet_pair.json
+
+``combine`` and ``train`` (an ensemble recipe) were ``agegender combine`` and ``agegender train --config`` with an
+ensemble recipe before the package was split into product and lab.
 
 Models with different backbones err on different faces more than two runs of one recipe do
 (``benchmarks/results/recipes.md``), so the mean of their P(female) and of their age distributions
@@ -10,10 +18,13 @@ training cost.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,11 +32,13 @@ from typing import Any
 import keras
 from keras import layers
 
-from .config import MODELS_DIR, RUNS_DIR, TrainConfig
-from .evaluate import tta_settings
-from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
-from .models import ExpectedAge
-from .train import choose_age_readout, load_arrays, split_metrics, train
+from agegender.cli import _key_values, _output_dir
+from agegender.config import MODELS_DIR, RUNS_DIR, TrainConfig
+from agegender.models import ExpectedAge
+from agegender.serving.inference import tta_settings
+from agegender.serving.modelio import (ModelFileError, file_sha256, load_model, require_same_data, require_train_fit,
+                                      save_model_atomic)
+from agegender.training.loop import choose_age_readout, load_arrays, split_metrics, train
 
 # What the members must share to be averaged: the same input, served the same way, on the same split.
 _SHARED_INPUT = ("image_size", "color_mode", "resize")
@@ -198,15 +211,48 @@ def train_ensemble(recipe: EnsembleRecipe, folder: str | os.PathLike | None = No
     return combine(paths, recipe.name, folder, models_dir=models_dir)
 
 
-def train_from_config(path: str | os.PathLike, folder: str | os.PathLike | None = None, *,
-                      overrides: dict[str, Any] | None = None, models_dir: Path = MODELS_DIR,
-                      runs_dir: Path = RUNS_DIR, verbose: int = 2) -> dict[str, Any]:
-    """Train what the config file at ``path`` describes, one run or an ensemble recipe; returns the model card.
 
-    ``overrides`` change fields of the run (of every member, for an ensemble), e.g. ``{"epochs": 1}``.
-    """
-    if EnsembleRecipe.describes(path):
-        return train_ensemble(EnsembleRecipe.from_json(path), folder, models_dir=models_dir, runs_dir=runs_dir,
-                              overrides=overrides, verbose=verbose)
-    config = TrainConfig.from_json(path, **(overrides or {}))
-    return train(config, folder, models_dir=models_dir, runs_dir=runs_dir, verbose=verbose)
+def _print_ensemble(card: dict) -> None:
+    val, test = card["metrics"]["val"], card["metrics"]["test"]
+    print(f"{card['name']}: mean of {len(card['members'])} models; val age MAE {val['age_mae']:.2f} y, gender "
+          f"{100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
+          f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes "
+          "in all)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``combine`` and ``train`` (an ensemble recipe), with the options the ``agegender`` command had for them."""
+    parser = argparse.ArgumentParser(prog="research/ensemble.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("combine", help="average trained models (one input, their own backbones) into one model")
+    p.add_argument("models", nargs="+", help="two or more model .keras files, trained on the same data")
+    p.add_argument("--name", required=True, help="the combined model's name: written as runs/NAME/NAME.keras")
+    p.add_argument("--data", help="UTKFace folder the models were trained on (default: as for train)")
+    p.add_argument("--models-dir", help="where the combined model and card go (default: runs/NAME/)")
+    p = sub.add_parser("train", help="train an ensemble recipe's members, then combine them")
+    p.add_argument("--config", required=True, help="an ensemble recipe listing members (see EnsembleRecipe)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of every member's config")
+    p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
+    p.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start again")
+    p.add_argument("--models-dir", help="where the combined model and card go (default: runs/NAME/)")
+    p.add_argument("--runs-dir", default=str(RUNS_DIR), help="checkpoints and history (default: runs/)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "combine":
+            card = combine(args.models, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name))
+        else:
+            recipe = EnsembleRecipe.from_json(args.config)
+            card = train_ensemble(recipe, args.data, models_dir=_output_dir(args.models_dir, recipe.name),
+                                  runs_dir=Path(args.runs_dir), overrides=_key_values(args.set, "--set"),
+                                  fresh=args.fresh)
+    except (ModelFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _print_ensemble(card)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import project_path
-from .modelio import write_text_atomic
+from ..config import project_path
+from ..serving.modelio import write_text_atomic
 
 
 class FaceListError(ValueError):

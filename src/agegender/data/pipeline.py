@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .models import AGE_BINS
+from ..models.builders import AGE_BINS
 
 AGE_SIGMA = 2.0  # width (years) of the soft age label for distribution heads
 
@@ -36,7 +36,7 @@ def age_balance_weights(ages: np.ndarray, power: float, bin_years: int = 0) -> n
     rarer old ages inside the wide 60+ band; ages from 90 up share one bin (a few dozen faces, too few
     and too noisy to weight one by one).
     """
-    from .evaluate import age_band
+    from ..evaluation.metrics import age_band
 
     groups = pd.Series(np.minimum(np.asarray(ages), OLDEST_BIN_START) // bin_years if bin_years else age_band(ages))
     share = groups.map(groups.value_counts(normalize=True)).to_numpy(dtype="float64")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .config import cache_dir
+from ..config import cache_dir
 from .images import DEFAULT_RESIZE, ImageError, channels, load_for_model
 
 log = logging.getLogger(__name__)

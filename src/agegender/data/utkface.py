@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import MAX_AGE, chosen_data_dir, resolve_data_dir
+from ..config import MAX_AGE, chosen_data_dir, resolve_data_dir
 from .images import IMAGE_EXTENSIONS, has_image_signature
 
 log = logging.getLogger(__name__)

@@ -1,107 +1,23 @@
-"""Metrics of a model on a labelled set: overall, baseline, by group, confusion, calibration."""
+"""Metrics of a model on a labelled set: overall, baseline, by group, confusion, calibration.
+
+Predicting (batches, test-time views, the age ranges a card asks for) is :mod:`agegender.serving.inference`.
+"""
 
 from __future__ import annotations
 
 import os
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
 
-from .config import AGE_BANDS, AGE_DECADES, GENDERS, MB, RACES
+from ..config import AGE_BANDS, AGE_DECADES, GENDERS, MB, RACES
+from ..serving.inference import (RANGE_QUANTILES, RANGE_TAIL, age_ranges, card_range_quantiles, predict_arrays,
+                                 tta_settings)
 
-RANGE_TAIL = 0.1  # the age range is meant to leave 10 % of true ages below it and 10 % above: what calibration aims at
-RANGE_QUANTILES = (RANGE_TAIL, 1 - RANGE_TAIL)  # the nominal range, the central 80 % of the distribution, uncalibrated
 #: The quantiles a calibration chooses from, per tail (a grid: the ranges are whole years, so coverage moves in steps).
 LOW_QUANTILES = tuple(round(0.005 * i, 3) for i in range(1, 61))       # 0.005 ... 0.300
 HIGH_QUANTILES = tuple(round(1 - q, 3) for q in reversed(LOW_QUANTILES))  # 0.700 ... 0.995
-
-if TYPE_CHECKING:
-    from .litert import TFLiteModel
-
-
-def tta_settings(card: dict) -> dict[str, Any]:
-    """The test-time views a model card asks for, as keyword arguments of :func:`predict_arrays`.
-
-    ``tta_settings({})`` is the image alone (no mirror, no zooms).
-    """
-    return {"tta_flip": bool(card.get("tta_flip", False)), "tta_zoom": tuple(card.get("tta_zoom", ()))}
-
-
-def centre_zoom(images: np.ndarray, zoom: float) -> np.ndarray:
-    """The centre ``zoom`` share of each image resized back to full size (``zoom < 1`` moves closer).
-
-    ``zoom > 1`` pads with black, as the training augmentation's zoom-out does.
-    """
-    size = images.shape[1]
-    side = int(round(size * zoom))
-    if side == size:
-        return images
-    if side < size:
-        start = (size - side) // 2
-        crop = images[:, start:start + side, start:start + side, :]
-    else:
-        pad = (side - size) // 2
-        crop = np.pad(images, ((0, 0), (pad, side - size - pad), (pad, side - size - pad), (0, 0)))
-    resized = keras.ops.image.resize(np.asarray(crop, dtype="float32"), (size, images.shape[2]), interpolation="bilinear")
-    return np.asarray(keras.ops.convert_to_numpy(resized), dtype="float32")
-
-
-def predict_arrays(model: "keras.Model | TFLiteModel", images: np.ndarray, *, batch_size: int = 256,
-                   tta_flip: bool = False, tta_zoom: tuple[float, ...] = ()) -> dict[str, np.ndarray]:
-    """Ages (years), P(female) and, for distribution models, the age distribution.
-
-    Calls a compiled inference function directly on batches (no ``model.predict``
-    overhead). Test-time views go through in the same call as the image and their
-    predictions are averaged: ``tta_zoom`` adds centre zooms (:func:`centre_zoom`),
-    ``tta_flip`` the mirror of every view.
-    """
-    infer = _inference_function(model)
-    ages, probs, dists = [], [], []
-    for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size], dtype="float32")
-        n = len(batch)
-        views = [batch] + [centre_zoom(batch, zoom) for zoom in tta_zoom]
-        if tta_flip:
-            views += [view[:, :, ::-1, :] for view in views]
-        out = {k: np.asarray(v) for k, v in infer(np.concatenate(views) if len(views) > 1 else batch).items()}
-        out = {k: v.reshape(len(views), n, *v.shape[1:]).mean(axis=0) for k, v in out.items()}
-        ages.append(out["age_out"].reshape(-1))
-        probs.append(out["gender_out"].reshape(-1))
-        if "age_dist" in out:
-            dists.append(out["age_dist"])
-    result = {"age": np.concatenate(ages), "p_female": np.concatenate(probs)}
-    if dists:
-        result["age_dist"] = np.concatenate(dists)
-    return result
-
-
-_COMPILED: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
-
-
-def _inference_function(model: keras.Model):
-    """``model(x, training=False)`` compiled once per model (any batch size), numpy in and out.
-
-    An eager call of a 300-layer model costs ~10x more than the compiled graph on a CPU.
-    """
-    from .litert import TFLiteModel
-
-    if isinstance(model, TFLiteModel):  # an export answers directly, no graph to compile
-        return model.infer
-    if model not in _COMPILED:
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
-            # autograph=False: a plain call has no Python control flow to convert (and AutoGraph can't read lambdas)
-            graph = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
-            _COMPILED[model] = lambda x: {k: v.numpy() for k, v in graph(x).items()}
-        else:
-            _COMPILED[model] = lambda x: {k: keras.ops.convert_to_numpy(v) for k, v in model(x, training=False).items()}
-    return _COMPILED[model]
-
 
 def age_band(ages: np.ndarray | pd.Series, bands: tuple[tuple[str, int, int], ...] = AGE_BANDS) -> np.ndarray:
     labels = np.empty(len(ages), dtype=object)
@@ -150,13 +66,6 @@ def calibration(p_female: np.ndarray, gender: np.ndarray, bins: int = 10) -> dic
     return {"ece": float(ece), "bins": table}
 
 
-def age_ranges(age_dist: np.ndarray, quantiles: tuple[float, float] = RANGE_QUANTILES) -> tuple[np.ndarray, np.ndarray]:
-    """Low and high ends (years) of each predicted age distribution between its two ``quantiles``."""
-    cdf = np.cumsum(np.asarray(age_dist, dtype=float), axis=-1)
-    low, high = ((cdf < q).sum(axis=-1).astype(float) for q in quantiles)  # = np.searchsorted per row
-    return low, high
-
-
 def range_coverage(age_true: np.ndarray, age_dist: np.ndarray,
                    quantiles: tuple[float, float] = RANGE_QUANTILES) -> dict[str, Any]:
     """How often the reported age range holds the true age (it should, for 80 % of faces), and its width."""
@@ -183,13 +92,6 @@ def calibrate_range(age_true: np.ndarray, age_dist: np.ndarray, tail: float = RA
     low = min(pairs, key=lambda r: abs(r["below"] - tail))["quantiles"][0]
     high = min(pairs, key=lambda r: abs(r["above"] - tail))["quantiles"][1]
     return low, high
-
-
-def card_range_quantiles(card: dict) -> tuple[float, float]:
-    """The quantiles of the age range a model serves: those its card's val metrics were measured with
-    (calibrated on val since the calibration was added), else the nominal ``RANGE_QUANTILES``."""
-    quantiles = card.get("metrics", {}).get("val", {}).get("age_range", {}).get("quantiles")
-    return (float(quantiles[0]), float(quantiles[1])) if quantiles else RANGE_QUANTILES
 
 
 def evaluate_predictions(frame: pd.DataFrame, age_pred: np.ndarray, p_female: np.ndarray,
@@ -270,10 +172,10 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     With ``with_predictions`` also returns the evaluated rows and the predictions, so
     callers that plot them (notebook 04) don't decode and predict the split again.
     """
-    from .config import default_model_path, resolve_data_dir
-    from .data import SkipReport, dataset_fingerprint, load_utkface
-    from .modelio import input_resize, load_serving_model
-    from .preprocess import load_split_arrays
+    from ..config import default_model_path, resolve_data_dir
+    from ..data.preprocess import load_split_arrays
+    from ..data.utkface import SkipReport, dataset_fingerprint, load_utkface
+    from ..serving.modelio import input_resize, load_serving_model
 
     model_path = model_path or default_model_path()
     model, card = load_serving_model(model_path, prefer_tflite=False)  # x.tflite evaluates the export
@@ -309,7 +211,7 @@ def compare_models(model_paths: list[str | os.PathLike], folder: str | os.PathLi
 
     Columns starting with ``SE`` are the sampling standard errors of the figures they name.
     """
-    from .modelio import read_card
+    from ..serving.modelio import read_card
 
     rows = []
     for path in model_paths:

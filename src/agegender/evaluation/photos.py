@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import AGE_DECADES
+from ..config import AGE_DECADES
 
 GENDER_WORDS = {"male": 0, "m": 0, "0": 0, "man": 0, "female": 1, "f": 1, "1": 1, "woman": 1}
 BOOTSTRAP_SAMPLES = 2000
@@ -91,7 +91,7 @@ def largest_face_index(boxes: Sequence[Sequence[int]]) -> int:
 def predict_photos(predictor, photos: Sequence[LabelledPhoto], batch_size: int = 64,
                    progress: bool = False) -> pd.DataFrame:
     """One row per labelled photo: the largest face's prediction, ``missed`` (no face) or ``error``."""
-    from .images import ImageError, open_image
+    from ..data.images import ImageError, open_image
 
     records: list[dict[str, Any]] = []
     crops: list[np.ndarray] = []
@@ -206,7 +206,7 @@ def evaluate_photos(folder: str | os.PathLike, labels_csv: str | os.PathLike | N
                     model_path: str | os.PathLike | None = None, predictor=None, progress: bool = False,
                     with_predictions: bool = False):
     """Metrics of a model on the labelled photos of ``folder`` (labels default: ``folder/labels.csv``)."""
-    from .predict import Predictor
+    from ..serving.predict import Predictor
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import GENDERS, RACES
+from ..config import GENDERS, RACES
 
 sns.set_theme(style="whitegrid", context="notebook")
 

@@ -2,7 +2,7 @@
 UTKFace crops that this project never sees (quoted from the project's issue tracker). Our models are
 measured on our own test split; the same models are checked on the withheld images independently."""
 
-from .config import AGE_BANDS
+from ..config import AGE_BANDS
 
 REFERENCE_TOOLS = {
     "face-api.js AgeGenderNet": {

@@ -29,15 +29,15 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
+from ..config import GENDER_HEADS, MODELS_DIR, TrainConfig
+from ..serving.inference import predict_arrays, tta_settings
+from ..serving.modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
+from ..training.loop import load_arrays, split_metrics
 from .backbones.face_recognition_net import AGE_FEATURE_BLOCKS, build_face_descriptor, default_weights_path, weight_files
-from .config import GENDER_HEADS, MODELS_DIR, TrainConfig
-from .evaluate import predict_arrays, tta_settings
+from .builders import MeanOfViews, MedianAge, MirrorViews, MixedDistribution, MixedGender
 from .face_age import choose_age_weight, fit_age_heads
 from .face_gender import REGRESSION_L2, choose_weight, fit_gender_heads, fit_regression, regression_layer
 from .feature_heads import HEAD_EPOCHS, HEAD_HIDDEN, HEAD_SEEDS
-from .modelio import file_sha256, load_model, require_same_data, require_train_fit, save_model_atomic
-from .models import MeanOfViews, MedianAge, MirrorViews, MixedDistribution, MixedGender
-from .train import load_arrays, split_metrics
 
 
 def build_with_descriptor(agenet: keras.Model, descriptor: keras.Model, gender_head: keras.Layer, weight: float,
@@ -110,7 +110,7 @@ def augmented_faces(images: np.ndarray, config: TrainConfig, seed: int = 0, batc
     flip, shift and zoom, brightness and contrast, and its low-resolution, erasing and photo-domain probabilities)."""
     import tensorflow as tf
 
-    from .pipeline import augment_batch
+    from ..data.pipeline import augment_batch
 
     out = []
     for start in range(0, len(images), batch_size):

@@ -15,9 +15,9 @@ from typing import Callable
 import keras
 from keras import layers
 
+from ..config import MAX_AGE
 from .backbones.batch_norm import BatchNormalization
 from .backbones.face_recognition_net import PadChannels, ResizeTo  # noqa: F401  (registers the layers for loading)
-from .config import MAX_AGE
 
 AGE_BINS = MAX_AGE + 1
 
@@ -219,7 +219,11 @@ def _heads(features, dropout: float, age_distribution: bool, hidden: int = 256) 
 
 def build_small_resnet(input_shape: tuple[int, int, int] = (96, 96, 3), widths: tuple[int, ...] = (32, 64, 128, 256),
                        dropout: float = 0.3, age_distribution: bool = True) -> keras.Model:
-    """A from-scratch residual CNN sized for a CPU: BN, residual blocks, global average pooling."""
+    """A from-scratch residual CNN sized for a CPU: BN, residual blocks, global average pooling.
+
+    Also the tests' small stand-in for AgeNet (``model="small_resnet"``): the same outputs, any input size, and it
+    trains in seconds.
+    """
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(inputs)
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
@@ -310,14 +314,6 @@ def build_vgg16_transfer(weights: str | os.PathLike | None = "imagenet", fine_tu
         y = layers.BatchNormalization(name=f"{head}_bn")(y)
         outputs[f"{head}_out"] = layers.Dense(1, activation=activation, name=f"{head}_out")(y)
     return keras.Model(inputs, outputs, name="vgg16_transfer")
-
-
-def set_vgg16_block5_trainable(model: keras.Model, trainable: bool) -> None:
-    """Phase switch for the two-phase recipe (recompile afterwards)."""
-    base = model.get_layer("vgg16")
-    base.trainable = True
-    for layer in base.layers:
-        layer.trainable = trainable and layer.name.startswith("block5")
 
 
 #: name -> builder taking ``input_shape`` plus builder-specific keyword arguments.

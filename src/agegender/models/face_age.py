@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import TrainConfig
+from ..config import TrainConfig
+from ..data.pipeline import age_balance_weights, soft_age_labels
+from .builders import AGE_BINS, MedianAge
 from .feature_heads import HEAD_EPOCHS, HEAD_SEEDS, MIX_WEIGHTS, fit_heads
-from .models import AGE_BINS, MedianAge
-from .pipeline import age_balance_weights, soft_age_labels
 
 def fit_age_heads(features: np.ndarray, ages: np.ndarray, config: TrainConfig, *,
                   seeds: tuple[int, ...] = HEAD_SEEDS, epochs: int = HEAD_EPOCHS) -> keras.Model:

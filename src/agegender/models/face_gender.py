@@ -13,8 +13,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from ..training.teacher import fit_logistic, logit
 from .feature_heads import MIX_WEIGHTS, fit_heads
-from .teacher import fit_logistic, logit
 
 REGRESSION_L2 = 1.0
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import MODELS_DIR, RUNS_DIR, TrainConfig
-from .modelio import write_json_atomic
-from .train import train
+from ..config import MODELS_DIR, RUNS_DIR, TrainConfig
+from ..serving.modelio import write_json_atomic
+from ..training.loop import train
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 The export sits beside the model (``models/agenet.keras`` -> ``models/agenet.tflite``) and is
 recorded in the model card with the SHA-256 of the Keras file it came from, so a retrained model
-never silently serves a stale export. Serving (:func:`agegender.modelio.load_serving_model`)
+never silently serves a stale export. Serving (:func:`agegender.serving.modelio.load_serving_model`)
 prefers a matching export: it loads in milliseconds and a call costs a fraction of a Keras call.
 """
 
@@ -54,7 +54,7 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
                   quantization: str = "float16") -> dict[str, Any]:
     """Write ``<model>.tflite`` atomically, compare it with the Keras model on ``check_images``
     (uint8 model inputs) and record the export in the model card. Returns the card's record."""
-    from .evaluate import predict_arrays
+    from .inference import predict_arrays
     from .litert import TFLiteModel
 
     model_path = Path(model_path)
@@ -86,7 +86,7 @@ def export_tflite(model_path: str | os.PathLike, check_images: np.ndarray, *,
 
 
 def prediction_differences(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> dict[str, float]:
-    """How far ``other``'s predictions (:func:`agegender.evaluate.predict_arrays`) are from ``reference``'s
+    """How far ``other``'s predictions (:func:`agegender.serving.inference.predict_arrays`) are from ``reference``'s
     on the same images: read-out ages, P(female), the share of faces given the same gender and, when both
     give one, the age distributions."""
     ages = np.abs(reference["age"] - other["age"])
@@ -115,9 +115,9 @@ def _refusal(diffs: dict[str, float]) -> str | None:
 def export_with_test_images(model_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
                             check_images: int = 256, quantization: str = "float16") -> dict[str, Any]:
     """:func:`export_tflite`, checked on the first ``check_images`` test-split images of a UTKFace folder."""
-    from .data import load_utkface
+    from ..data.preprocess import load_split_arrays
+    from ..data.utkface import load_utkface
     from .modelio import input_resize
-    from .preprocess import load_split_arrays
 
     card = read_card(model_path)
     frame = load_utkface(data_dir)

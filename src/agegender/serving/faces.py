@@ -16,7 +16,7 @@ Detectors (:func:`load_detector`):
 Caller contract: :meth:`FaceDetector.detect` takes a uint8 array, (H, W, 3) **RGB**. Gray
 (H, W) or (H, W, 1) and RGBA (H, W, 4) arrays are accepted too and converted (alpha is
 dropped, not composited: for transparent PNGs decode with
-:func:`agegender.images.open_image`, which composites on white and honours EXIF orientation).
+:func:`agegender.data.images.open_image`, which composites on white and honours EXIF orientation).
 Anything else raises ``ValueError``. Boxes are in the pixels of the array passed in.
 
 :func:`crop_face` cuts a face the way UTKFace's aligned 200x200 crops are cut: the margin

@@ -1,7 +1,7 @@
 """Running TFLite (LiteRT) models: the face detector and the exported age/gender models.
 
 The exported model gives the same outputs as the Keras model it came from (checked when it is
-written, see :mod:`agegender.export`) at a fraction of the load time and per-call overhead,
+written, see :mod:`agegender.serving.export`) at a fraction of the load time and per-call overhead,
 which is what a webcam loop and a command-line call need.
 """
 

@@ -42,7 +42,7 @@ def load_live_detector():
 
 
 def live_predictor(model, card: dict, path=None, detector=None):
-    """A :class:`agegender.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
+    """A :class:`agegender.serving.predict.Predictor` set up for video frames (see :data:`LIVE_DETECTOR`,
     :data:`LIVE_TEST_TIME_VIEWS`), sharing an already loaded model."""
     from .predict import Predictor
 
@@ -71,7 +71,7 @@ def p_female_of(face) -> float:
 
 @dataclass
 class TrackedFace:
-    """A face's smoothed estimates; has the fields :func:`agegender.annotate.annotate` draws."""
+    """A face's smoothed estimates; has the fields :func:`agegender.serving.annotate.annotate` draws."""
 
     track_id: int
     age: float
@@ -215,7 +215,7 @@ class LiveAnnotator:
     """The live mode's work on one video frame: predict, track, draw.
 
     All faces of a frame are predicted in one direct model call
-    (:meth:`agegender.predict.Predictor.predict_image`). ``lock`` serialises use of a
+    (:meth:`agegender.serving.predict.Predictor.predict_image`). ``lock`` serialises use of a
     predictor shared by several sessions (the detector need not be thread-safe).
     Errors never escape: a failing frame is returned unannotated and the error kept
     in ``last_error``.

@@ -1,4 +1,8 @@
-"""Saving and loading models with their JSON model cards, atomically and with clear errors."""
+"""Saving and loading models with their JSON model cards, atomically and with clear errors.
+
+Keras and the model builders (whose custom layers a ``.keras`` file needs) are imported only when a Keras model is
+loaded, so serving a TFLite export imports neither.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,10 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from . import models as _models  # noqa: F401  (registers the custom layers for loading)
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def read_card(model_path: str | os.PathLike) -> dict:
 
 def input_resize(card: dict) -> str:
     """The resize method a model was trained with (cards written before it was recorded used PIL's)."""
-    from .images import LEGACY_RESIZE
+    from ..data.images import LEGACY_RESIZE
 
     return card.get("input", {}).get("resize", LEGACY_RESIZE)
 
@@ -146,6 +149,10 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
         # (an interrupted copy or download) or is something else under that name.
         raise ModelFileError(f"model file {path} is damaged or not a Keras model: not a complete .keras (zip) "
                              "archive; copy or train it again")
+    import keras
+
+    from ..models import builders as _builders  # noqa: F401  (registers the custom layers for loading)
+
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as exc:  # zip, h5 and config errors all mean the same thing to the user
@@ -176,7 +183,7 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
 
     ``x.tflite`` loads that export. ``x.keras`` loads its TFLite export instead when
     ``prefer_tflite`` and the card records an export made from exactly this Keras file (same
-    SHA-256); otherwise the Keras model. Both answer :func:`agegender.evaluate.predict_arrays`.
+    SHA-256); otherwise the Keras model. Both answer :func:`agegender.serving.inference.predict_arrays`.
     """
     from .litert import TFLiteModel
 

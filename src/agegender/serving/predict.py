@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import keras
 import numpy as np
 from PIL import Image
 
-from .config import default_model_path
-from .evaluate import age_ranges, card_range_quantiles, predict_arrays, tta_settings
-from .images import ImageError, image_files_in, open_image, to_model_input
+from ..config import default_model_path
+from ..data.images import ImageError, image_files_in, open_image, to_model_input
+from .inference import age_ranges, card_range_quantiles, predict_arrays, tta_settings
 from .modelio import input_resize, load_serving_model
+
+if TYPE_CHECKING:
+    import keras
+
+    from .litert import TFLiteModel
 
 
 def _is_folder(path: str | os.PathLike) -> bool:
@@ -49,7 +53,8 @@ class FacePrediction:
 class Predictor:
     """A model and its input spec; optionally a face detector for whole photos."""
 
-    def __init__(self, model: keras.Model, card: dict, detector=None, path: str | os.PathLike | None = None):
+    def __init__(self, model: "keras.Model | TFLiteModel", card: dict, detector=None,
+                 path: str | os.PathLike | None = None):
         self.model, self.card, self.path = model, card, path
         self.image_size = int(card["input"]["image_size"])
         self.color_mode = card["input"]["color_mode"]

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import MODELS_DIR
+from ..config import MODELS_DIR
 from .modelio import ModelFileError, card_path, export_damage, file_sha256, read_card, write_json_atomic
 
 REQUIRED_METRICS = ("age_mae", "gender_accuracy")

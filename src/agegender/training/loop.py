@@ -24,15 +24,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .cleaning import FaceListError, read_face_list
-from .config import MODELS_DIR, RUNS_DIR, TrainConfig, project_path, resolve_data_dir
-from .data import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
-from .evaluate import RANGE_QUANTILES, calibrate_range, evaluate_predictions, predict_arrays, tta_settings
-from .images import channels
-from .modelio import save_model_atomic, write_json_atomic
-from .models import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
-from .pipeline import age_balance_weights, make_dataset
-from .preprocess import load_split_arrays
+from ..config import MODELS_DIR, RUNS_DIR, TrainConfig, project_path, resolve_data_dir
+from ..data.cleaning import FaceListError, read_face_list
+from ..data.images import channels
+from ..data.pipeline import age_balance_weights, make_dataset
+from ..data.preprocess import load_split_arrays
+from ..data.utkface import SPLIT_FRACTIONS, SkipReport, dataset_fingerprint, load_utkface, split_counts, spread_subset
+from ..evaluation.metrics import calibrate_range, evaluate_predictions
+from ..models.builders import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
+from ..serving.inference import RANGE_QUANTILES, predict_arrays, tta_settings
+from ..serving.modelio import save_model_atomic, write_json_atomic
 from .schedules import BudgetedCosineDecay
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
                       gender_probabilities, load_descriptors, mixed_faces,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import RUNS_DIR, TrainConfig
+from ..config import RUNS_DIR, TrainConfig
 
 EXPORT_CHOICES = ("float16", "none")
 
@@ -19,7 +19,7 @@ EXPORT_CHOICES = ("float16", "none")
 def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, out_dir: Path | None = None,
                runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
     """Train ``config`` and the stages after it into ``out_dir`` (default ``runs/<name>/``); the final card."""
-    from .train import train
+    from .loop import train
 
     if config.export is not None and config.export not in EXPORT_CHOICES:
         raise ValueError(f"export must be one of {list(EXPORT_CHOICES)} or null, not {config.export!r}")
@@ -28,14 +28,14 @@ def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, 
     card = train(config, folder, models_dir=base_dir, runs_dir=runs_dir, fresh=fresh, verbose=verbose)
     model_path = base_dir / f"{config.output_name}.keras"
     if config.add_descriptor:
-        from .add_descriptor import add_descriptor
+        from ..models.add_descriptor import add_descriptor
 
         card = add_descriptor(model_path, config.output_name, folder, models_dir=out_dir,
                               augment=config.descriptor_augment)
         model_path = out_dir / f"{config.output_name}.keras"
     if config.export:
-        from .export import export_with_test_images
-        from .modelio import read_card
+        from ..serving.export import export_with_test_images
+        from ..serving.modelio import read_card
 
         export_with_test_images(model_path, folder, quantization=config.export)
         card = read_card(model_path)

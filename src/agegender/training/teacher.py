@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from keras import layers
 
-from .config import project_path
+from ..config import project_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Pretrained image backbones (Keras 3, functional API)."""
 
-from agegender.backbones.efficientnet_lite import (
+from agegender.models.backbones.efficientnet_lite import (
     MEAN_RGB,
     STD_RGB,
     VARIANTS,

@@ -39,7 +39,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from agegender.backbones.batch_norm import BatchNormalization
+from agegender.models.backbones.batch_norm import BatchNormalization
 
 __all__ = [
     "BLOCKS_ARGS",
@@ -119,8 +119,8 @@ def default_weights_path(variant: str = "lite0") -> Path:
     folder = os.environ.get("AGEGENDER_PRETRAINED_DIR")
     if folder:
         return Path(folder) / weights_filename(variant)
-    # src/agegender/backbones/efficientnet_lite.py -> repository root is 3 levels above src/..
-    return Path(__file__).resolve().parents[3] / "models" / "pretrained" / weights_filename(variant)
+    # src/agegender/models/backbones/efficientnet_lite.py -> the repository root is 4 levels above its folder
+    return Path(__file__).resolve().parents[4] / "models" / "pretrained" / weights_filename(variant)
 
 
 def round_filters(filters: int, width: float) -> int:
@@ -325,7 +325,7 @@ def build_efficientnet_lite(
         classifier_activation: activation of ``predictions``; ``None`` returns logits, like the
             PyTorch model (use ``"softmax"`` for probabilities).
         fused_batch_norm: train batch normalization with TensorFlow's fused kernel
-            (:mod:`agegender.backbones.batch_norm`, same arithmetic, about twice as fast a training
+            (:mod:`agegender.models.backbones.batch_norm`, same arithmetic, about twice as fast a training
             step on a CPU); ``False`` builds Keras's own layer (the speed before 2026-12-01, for
             before/after measurements). Weight files load into either.
 
