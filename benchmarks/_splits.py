@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 
 from agegender.data import load_utkface
-from agegender.evaluate import predict_arrays, tta_settings
-from agegender.modelio import input_resize, load_serving_model
-from agegender.preprocess import load_split_arrays
+from agegender.data.preprocess import load_split_arrays
+from agegender.serving.inference import predict_arrays, tta_settings
+from agegender.serving.modelio import input_resize, load_serving_model
 
 
 def split_arrays(card: dict, frame: pd.DataFrame, split: str) -> tuple[np.ndarray, pd.DataFrame]:

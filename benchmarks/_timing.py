@@ -17,9 +17,9 @@ def agenet_with_random_batch(size: int, batch: int = 64, **model_kwargs):
     import numpy as np
 
     from agegender.config import TrainConfig
+    from agegender.data.pipeline import soft_age_labels
     from agegender.models import build_agenet
-    from agegender.pipeline import soft_age_labels
-    from agegender.train import compile_model
+    from agegender.training.loop import compile_model
 
     model = build_agenet((size, size, 3), **model_kwargs)
     compile_model(model, TrainConfig(optimizer="adamw"), 100)

@@ -19,11 +19,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from agegender.backbones.efficientnet_lite import build_efficientnet_lite0, default_weights_path  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
+from agegender.data.pipeline import soft_age_labels  # noqa: E402
+from agegender.data.preprocess import load_split_arrays  # noqa: E402
 from agegender.models import AGE_BINS, ExpectedAge  # noqa: E402
-from agegender.pipeline import soft_age_labels  # noqa: E402
-from agegender.preprocess import load_split_arrays  # noqa: E402
+from agegender.models.backbones.efficientnet_lite import build_efficientnet_lite0, default_weights_path  # noqa: E402
 
 
 def features(frame, size: int, color_mode: str) -> tuple[np.ndarray, object]:

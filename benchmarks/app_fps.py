@@ -3,7 +3,7 @@
 Compares, in the same run and on the same frame and model:
 
 - project: ``Predictor.predict_image`` as the app's live mode sets it up
-  (``agegender.live.live_predictor``: BlazeFace on the whole frame, ``crop_face``, all faces
+  (``agegender.serving.live.live_predictor``: BlazeFace on the whole frame, ``crop_face``, all faces
   of a frame in one compiled model call, no flip TTA); the upload set-up (default detector,
   flip TTA as the model card says) is measured too;
 - reference: the usual tutorial app — OpenCV Haar cascade (``haarcascade_frontalface_default``,
@@ -58,7 +58,7 @@ def find_photo(explicit: str | None) -> Path:
 
 def make_frame(photo: Path, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
     """The photo scaled to fit ``size`` and centred on a grey background (like a webcam frame)."""
-    from agegender.images import open_image
+    from agegender.data.images import open_image
 
     image = open_image(photo)
     scale = min(size[0] / image.width, size[1] / image.height)
@@ -87,12 +87,12 @@ def timed_loop(step, seconds: float, warmup: int = 5, min_frames: int = 20) -> t
 
 # -- the project's path ---------------------------------------------------------------------------
 def measure_project(model_path: str, frame: np.ndarray, seconds: float, detector: str = "live") -> dict:
-    """``detector``: "live" (the app's live mode, :data:`agegender.live.LIVE_DETECTOR`) or
+    """``detector``: "live" (the app's live mode, :data:`agegender.serving.live.LIVE_DETECTOR`) or
     "photo" (the default detector, with tiles for small faces, used for uploads)."""
-    from agegender.faces import crop_face, load_detector
-    from agegender.live import live_predictor
-    from agegender.modelio import load_serving_model
-    from agegender.predict import Predictor
+    from agegender.serving.faces import crop_face, load_detector
+    from agegender.serving.live import live_predictor
+    from agegender.serving.modelio import load_serving_model
+    from agegender.serving.predict import Predictor
 
     if detector == "live":  # exactly what the app's live mode runs
         model, card = load_serving_model(model_path)
@@ -128,7 +128,7 @@ def measure_reference(model_path: str, frame: np.ndarray, seconds: float) -> dic
     import cv2
     import keras
 
-    from agegender.modelio import load_model
+    from agegender.serving.modelio import load_model
 
     if not hasattr(cv2, "CascadeClassifier"):
         raise RuntimeError(f"cv2 {cv2.__version__} has no CascadeClassifier")
@@ -183,7 +183,7 @@ def reference_in_child(args, frame_file: Path) -> dict:
 def pick_model() -> str:
     """The default model, else the newest model with a card in models/."""
     from agegender.config import MODELS_DIR, default_model_path
-    from agegender.modelio import list_models
+    from agegender.serving.modelio import list_models
 
     path = default_model_path()
     if path.is_file():

@@ -11,8 +11,8 @@ With ``side = sqrt(w * h)`` of the detected box, one crop gives
 
 and, when the detector gives eyes, the same relative to the eyes (``scale_eyes`` = 200 / eye
 distance, offsets from the eyes' midpoint). The medians over the first ``--n`` images (a
-seeded random sample) are the crop parameters (``agegender.faces.CROP_PARAMS``); they are then
-checked on ``--n`` other images: the IoU between the crop :func:`agegender.faces.crop_box`
+seeded random sample) are the crop parameters (``agegender.serving.faces.CROP_PARAMS``); they are then
+checked on ``--n`` other images: the IoU between the crop :func:`agegender.serving.faces.crop_box`
 would cut and the true 200x200 frame (rotated crops are intersected as polygons).
 """
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agegender.faces import CropParams, Face, crop_box, load_detector  # noqa: E402
+from agegender.serving.faces import CropParams, Face, crop_box, load_detector  # noqa: E402
 
 CROP, PAD = 200, 100
 BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "grey": cv2.BORDER_CONSTANT}

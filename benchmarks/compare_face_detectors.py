@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agegender.faces import load_detector  # noqa: E402
-from agegender.images import open_image  # noqa: E402
+from agegender.data.images import open_image  # noqa: E402
+from agegender.serving.faces import load_detector  # noqa: E402
 
 cv2.setNumThreads(1)
 

@@ -28,8 +28,8 @@ import pandas as pd  # noqa: E402
 from _splits import predict_model_splits, predict_splits  # noqa: E402
 
 from agegender.config import AGE_BANDS  # noqa: E402
-from agegender.evaluate import evaluate_predictions  # noqa: E402
-from agegender.modelio import load_model  # noqa: E402
+from agegender.evaluation.metrics import evaluate_predictions  # noqa: E402
+from agegender.serving.modelio import load_model  # noqa: E402
 
 if TYPE_CHECKING:
     import keras

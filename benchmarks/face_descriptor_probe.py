@@ -39,8 +39,8 @@ def probe(model_path: str, teacher: str = TEACHER) -> None:
 
     from agegender.config import AGE_BANDS
     from agegender.data import load_utkface
-    from agegender.face_gender import fit_regression
-    from agegender.teacher import load_descriptors, logit, sigmoid
+    from agegender.models.face_gender import fit_regression
+    from agegender.training.teacher import load_descriptors, logit, sigmoid
 
     _, _, child_max_age = AGE_BANDS[0]  # the report's first band, 0-12
 

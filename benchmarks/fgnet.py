@@ -16,9 +16,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from agegender.config import default_model_path  # noqa: E402
-from agegender.modelio import read_card, write_json_atomic, card_path  # noqa: E402
-from agegender.photo_eval import evaluate_photos  # noqa: E402
-from agegender.reference import FGNET_GOAL, FGNET_REFERENCE  # noqa: E402
+from agegender.evaluation.photos import evaluate_photos  # noqa: E402
+from agegender.evaluation.reference import FGNET_GOAL, FGNET_REFERENCE  # noqa: E402
+from agegender.serving.modelio import read_card, write_json_atomic, card_path  # noqa: E402
 
 
 def row(name: str, metrics: dict) -> str:

@@ -3,7 +3,7 @@
 A model fits most training labels, right or wrong, so a training face it contradicts with P(the other gender)
 above the threshold is a likely label error (``benchmarks/results/gender_disagreements.md``: on val, most faces
 two models contradicted above 0.9 plainly showed the other gender). The list is what the training setting
-``exclude_faces`` reads (``agegender.cleaning``); only training faces are listed, val and test are never cleaned.
+``exclude_faces`` reads (``agegender.data.cleaning``); only training faces are listed, val and test are never cleaned.
 It prints how many faces it lists, by age group, so the list can be judged before any run uses it.
 
     UTKFACE_DIR=/path/to/UTKFace python benchmarks/flag_label_errors.py [--model models/agenet.keras] \
@@ -21,9 +21,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402
 
-from agegender.cleaning import contradicted_faces, write_face_list  # noqa: E402
 from agegender.config import PROJECT_ROOT, default_model_path  # noqa: E402
-from agegender.modelio import file_sha256  # noqa: E402
+from agegender.data.cleaning import contradicted_faces, write_face_list  # noqa: E402
+from agegender.serving.modelio import file_sha256  # noqa: E402
 
 AGE_GROUPS = ((0, 3), (4, 12), (13, 19), (20, 39), (40, 59), (60, 200))
 

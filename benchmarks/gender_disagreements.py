@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from agegender.cleaning import p_other_gender  # noqa: E402
 from agegender.config import default_model_path, resolve_data_dir  # noqa: E402
+from agegender.data.cleaning import p_other_gender  # noqa: E402
 
 #: P(the other gender) above which a disagreement is counted; gender label smoothing 0.1 keeps a model's
 #: P(female) within about 0.05-0.95, so a level above 0.9 would count almost nothing

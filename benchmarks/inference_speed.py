@@ -31,12 +31,12 @@ import keras  # noqa: E402,F401  (import cost excluded from the load time)
 import numpy as np  # noqa: E402
 
 from agegender.config import SAMPLE_DIR, default_model_path  # noqa: E402
-from agegender.export import convert  # noqa: E402
-from agegender.images import channels, open_image  # noqa: E402
-from agegender.litert import TFLiteModel  # noqa: E402
-from agegender.modelio import read_card  # noqa: E402
+from agegender.data.images import channels, open_image  # noqa: E402
 from agegender.models import build_model, with_age_readout  # noqa: E402
-from agegender.predict import Predictor  # noqa: E402
+from agegender.serving.export import convert  # noqa: E402
+from agegender.serving.litert import TFLiteModel  # noqa: E402
+from agegender.serving.modelio import read_card  # noqa: E402
+from agegender.serving.predict import Predictor  # noqa: E402
 
 
 def untrained_predictor(backbone: str, size: int, card_of: str, folder: Path) -> Predictor:

@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 
 from _timing import median_ms  # noqa: E402
 from agegender.config import default_model_path  # noqa: E402
-from agegender.export import convert  # noqa: E402
-from agegender.litert import TFLiteModel  # noqa: E402
-from agegender.modelio import load_model, load_serving_model  # noqa: E402
+from agegender.serving.export import convert  # noqa: E402
+from agegender.serving.litert import TFLiteModel  # noqa: E402
+from agegender.serving.modelio import load_model, load_serving_model  # noqa: E402
 
 PARTS = ("agenet", "face_descriptor")
 

@@ -40,7 +40,7 @@ print(json.dumps({"seconds": seconds, "n": len(paths), "dtype": str(features.dty
 OURS = r"""
 import json, resource, sys, time
 from agegender.data import load_utkface
-from agegender.preprocess import load_images
+from agegender.data.preprocess import load_images
 paths = load_utkface().path.tolist()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 result = load_images(paths, 128, "grayscale", progress=False)

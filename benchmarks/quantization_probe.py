@@ -37,9 +37,9 @@ from results_table import markdown  # noqa: E402
 
 from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
-from agegender.export import convert, prediction_differences  # noqa: E402
-from agegender.litert import TFLiteModel  # noqa: E402
-from agegender.modelio import load_model  # noqa: E402
+from agegender.serving.export import convert, prediction_differences  # noqa: E402
+from agegender.serving.litert import TFLiteModel  # noqa: E402
+from agegender.serving.modelio import load_model  # noqa: E402
 
 #: ops quantized in the "int8 convolutions" variants; everything else stays float
 INT8_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "PAD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "QUANTIZE", "DEQUANTIZE"}

@@ -25,7 +25,7 @@ import shlex
 from pathlib import Path
 
 from agegender.config import TrainConfig
-from agegender.reference import band_maes, goal_misses
+from agegender.evaluation.reference import band_maes, goal_misses
 
 REPO = Path(__file__).resolve().parents[1]
 # how a run was bounded, not what it learned from (a card records `stopped_by_budget` and any `schedule_end_epoch`)

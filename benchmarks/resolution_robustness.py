@@ -20,9 +20,10 @@ from _splits import split_arrays  # noqa: E402
 
 from agegender.config import AGE_BANDS  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
-from agegender.evaluate import evaluate_predictions, predict_arrays, tta_settings  # noqa: E402
-from agegender.modelio import load_serving_model  # noqa: E402
-from agegender.pipeline import degrade_resolution  # noqa: E402
+from agegender.data.pipeline import degrade_resolution  # noqa: E402
+from agegender.evaluation.metrics import evaluate_predictions  # noqa: E402
+from agegender.serving.inference import predict_arrays, tta_settings  # noqa: E402
+from agegender.serving.modelio import load_serving_model  # noqa: E402
 
 FRACTIONS = (1.0, 0.5, 0.33, 0.25)
 CHUNK = 256  # images degraded per call, which bounds TensorFlow's intermediate tensors

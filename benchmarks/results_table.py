@@ -14,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pandas as pd  # noqa: E402
 
 from agegender.config import MODELS_DIR  # noqa: E402
-from agegender.evaluate import compare_models  # noqa: E402
-from agegender.reference import GOAL, REFERENCE_TOOLS  # noqa: E402
+from agegender.evaluation.metrics import compare_models  # noqa: E402
+from agegender.evaluation.reference import GOAL, REFERENCE_TOOLS  # noqa: E402
 
 COLUMNS = ["test age MAE", "test gender acc %", "MAE 0-12", "MAE 13-19", "MAE 20-39", "MAE 40-59", "MAE 60+",
            "acc female %", "acc male %", "input", "parameters", "epochs", "train minutes", "file MB"]

@@ -3,7 +3,7 @@
 Profiles ``train_on_batch`` with the TensorFlow profiler and sums the op events of the trace by op type.
 Durations are summed over the threads that ran them, so they can add up to more than the step's wall
 time on two cores; the ranking is what matters. ``--keras-batch-norm`` builds the backbone with Keras's own
-``BatchNormalization`` instead of the fused one (``agegender.backbones.batch_norm``), which is how the
+``BatchNormalization`` instead of the fused one (``agegender.models.backbones.batch_norm``), which is how the
 element-wise ops of the unfused layer were found.
 
     python benchmarks/train_step_profile.py [--size 128] [--steps 2] [--top 15] [--keras-batch-norm]

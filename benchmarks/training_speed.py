@@ -24,9 +24,9 @@ import numpy as np
 import keras
 from agegender.config import TrainConfig
 from agegender.data import load_utkface
+from agegender.data.preprocess import load_images
 from agegender.models import build_seed_cnn
-from agegender.preprocess import load_images
-from agegender.train import compile_model
+from agegender.training.loop import compile_model
 variant, steps = sys.argv[1], int(sys.argv[2])
 frame = load_utkface().query("split == 'train'").head(2048)
 images = load_images(frame.path, 128, "grayscale", progress=False).images
@@ -40,7 +40,7 @@ if variant == "popular":
     batch = 32
     fit = lambda n: model.fit(x[: n * batch], {k: v[: n * batch] for k, v in y.items()}, batch_size=batch, epochs=1, verbose=0)
 else:
-    from agegender.pipeline import make_dataset
+    from agegender.data.pipeline import make_dataset
     batch = int(variant.split("_")[-1])
     compile_model(model, TrainConfig(batch_size=batch), 100)
     ds = make_dataset(images, ages, genders, batch_size=batch, training=True).repeat()

@@ -18,8 +18,9 @@ import numpy as np  # noqa: E402
 
 from agegender.config import AGE_BANDS, default_model_path  # noqa: E402
 from agegender.data import load_utkface  # noqa: E402
-from agegender.evaluate import centre_zoom, evaluate_predictions, predict_arrays  # noqa: E402
-from agegender.modelio import load_serving_model  # noqa: E402
+from agegender.evaluation.metrics import evaluate_predictions  # noqa: E402
+from agegender.serving.inference import centre_zoom, predict_arrays  # noqa: E402
+from agegender.serving.modelio import load_serving_model  # noqa: E402
 from _splits import split_arrays  # noqa: E402
 
 ZOOMS = (1.0, 0.92, 1.08)

@@ -18,8 +18,8 @@ from _timing import train_images_per_second  # noqa: E402  (benchmarks/ is on sy
 
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.models import build_vgg16_transfer  # noqa: E402
-from agegender.train import compile_model  # noqa: E402
-from agegender.transfer import VGG16Recipe  # noqa: E402
+from agegender.models.transfer import VGG16Recipe  # noqa: E402
+from agegender.training.loop import compile_model  # noqa: E402
 
 TRAIN_IMAGES = 17_075
 

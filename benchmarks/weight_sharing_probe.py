@@ -37,7 +37,7 @@ from quantization_probe import figures  # noqa: E402
 from results_table import markdown  # noqa: E402
 
 from agegender.config import default_model_path  # noqa: E402
-from agegender.modelio import load_model  # noqa: E402
+from agegender.serving.modelio import load_model  # noqa: E402
 
 #: top-level layer-name prefixes of the model's parts (the rest are heads)
 PARTS = {"backbone": ("stem", "block", "top_"), "descriptor": ("conv32", "conv64", "conv128", "conv256", "fc")}

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 
 from agegender.data import load_utkface
-from agegender.faces import crop_face
-from agegender.images import open_image
-from agegender.modelio import input_resize
-from agegender.photo_eval import largest_face_index, read_labels
-from agegender.predict import Predictor
-from agegender.preprocess import load_split_arrays
+from agegender.data.images import open_image
+from agegender.data.preprocess import load_split_arrays
+from agegender.evaluation.photos import largest_face_index, read_labels
+from agegender.serving.faces import crop_face
+from agegender.serving.modelio import input_resize
+from agegender.serving.predict import Predictor
 
 CAPS = (None, 96, 80, 64)
 

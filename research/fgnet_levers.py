@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.faces import crop_face
-from agegender.images import open_image
-from agegender.photo_eval import largest_face_index, read_labels
-from agegender.predict import Predictor
+from agegender.data.images import open_image
+from agegender.evaluation.photos import largest_face_index, read_labels
+from agegender.serving.faces import crop_face
+from agegender.serving.predict import Predictor
 
 
 def cap(side):
@@ -65,7 +65,7 @@ def main() -> None:
     ages = np.array([p.age for p in photos])
     has = np.array([f is not None for f in faces])
     results = {}
-    import agegender.faces as faces_module
+    import agegender.serving.faces as faces_module
     for name in args.variants.split(","):
         border, transform = VARIANTS[name]
         crops = []
@@ -89,7 +89,7 @@ def main() -> None:
 
 def _crop(rgb, face, border):
     import math
-    from agegender.faces import crop_box
+    from agegender.serving.faces import crop_box
     cx, cy, side, angle = crop_box(face)
     native = max(1, int(round(side)))
     s = native / side

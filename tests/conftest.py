@@ -191,7 +191,7 @@ TINY_CONFIG = dict(model="seed_cnn", name="tiny", image_size=64, color_mode="gra
 def tiny_model(tmp_path_factory, tiny_folder, isolated_cache) -> TinyModel:
     """seed_cnn trained for one epoch on ``tiny_folder`` (64 px grayscale), trained once per session."""
     from agegender.config import TrainConfig
-    from agegender.train import train
+    from agegender.training.loop import train
 
     root = tmp_path_factory.mktemp("tiny_model")
     config = TrainConfig(**TINY_CONFIG)

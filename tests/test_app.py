@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.live import FaceTracker, LiveAnnotator, TrackedFace, iou, p_female_of
-from agegender.predict import FacePrediction
+from agegender.serving.live import FaceTracker, LiveAnnotator, TrackedFace, iou, p_female_of
+from agegender.serving.predict import FacePrediction
 
 from conftest import corrupt_jpeg, jpeg_bytes, png_declaring
 
@@ -183,7 +183,7 @@ def test_live_annotator_draws_smoothed_faces_and_survives_errors():
 
 
 def test_live_detector_finds_the_face_in_a_webcam_frame():
-    from agegender.live import LIVE_DETECTOR, load_live_detector
+    from agegender.serving.live import LIVE_DETECTOR, load_live_detector
 
     detector = load_live_detector()
     assert detector.tiles is False and LIVE_DETECTOR["name"] == "blazeface"
@@ -197,7 +197,7 @@ def test_live_detector_finds_the_face_in_a_webcam_frame():
 
 
 def test_live_predictor_shares_the_model_without_test_time_views():
-    from agegender.live import live_predictor
+    from agegender.serving.live import live_predictor
 
     model, detector = object(), object()
     card = {"input": {"image_size": 64, "color_mode": "grayscale"}, "tta_flip": True, "tta_zoom": [0.9]}
@@ -213,7 +213,7 @@ def test_srtp_works_after_tensorflow(tmp_path):
     script = tmp_path / "srtp.py"
     script.write_text(textwrap.dedent("""
         import tensorflow
-        from agegender.live import preload_srtp
+        from agegender.serving.live import preload_srtp
         preload_srtp()
         import aiortc, streamlit_webrtc  # noqa: F401
         from pylibsrtp import Policy, Session
@@ -298,12 +298,12 @@ def test_model_options_and_card_description(tmp_path, monkeypatch):
 
 def test_serving_line_names_what_answers(tiny_model, tmp_path):
     from agegender.app import describe_serving
-    from agegender.litert import TFLiteModel
-    from agegender.modelio import load_model
+    from agegender.serving.litert import TFLiteModel
+    from agegender.serving.modelio import load_model
 
     keras_model, card = load_model(tiny_model.path)
     assert describe_serving(keras_model, {**card, "tflite": {"quantization": "float16"}}) == "Keras model"
-    from agegender.export import convert
+    from agegender.serving.export import convert
 
     lite_path = tmp_path / "tiny.tflite"
     lite_path.write_bytes(convert(keras_model))

@@ -12,9 +12,9 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from agegender.backbones.batch_norm import BatchNormalization  # noqa: E402
-from agegender.backbones.efficientnet_lite import build_efficientnet_lite0  # noqa: E402
 from agegender.models import build_small_resnet  # noqa: E402
+from agegender.models.backbones.batch_norm import BatchNormalization  # noqa: E402
+from agegender.models.backbones.efficientnet_lite import build_efficientnet_lite0  # noqa: E402
 
 SETTINGS = dict(axis=-1, momentum=0.9, epsilon=1e-3)
 

@@ -23,7 +23,7 @@ import resolution_robustness  # noqa: E402
 import train_step_profile  # noqa: E402
 import weight_sharing_probe  # noqa: E402
 
-from agegender.reference import GOAL_BANDS  # noqa: E402
+from agegender.evaluation.reference import GOAL_BANDS  # noqa: E402
 
 
 def test_ensemble_summary_reports_overall_band_and_gender_figures():
@@ -39,8 +39,8 @@ def test_untrained_predictor_serves_the_asked_size_as_the_cards_model_is_served(
     """``inference_speed.py --build``: the timed model is a TFLite export of the asked backbone and input side,
     fed as the template card says (its mirror view included), and gives a valid prediction for a face."""
     from agegender.config import SAMPLE_DIR
-    from agegender.images import open_image
-    from agegender.litert import TFLiteModel
+    from agegender.data.images import open_image
+    from agegender.serving.litert import TFLiteModel
 
     card = {"input": {"image_size": 128, "color_mode": "rgb", "resize": "antialias"}, "tta_flip": True,
             "age_readout": {"method": "median"}, "config": {"model_kwargs": {"crop_fraction": 0.75}}}
@@ -74,8 +74,8 @@ def test_ensemble_probe_needs_two_models(monkeypatch, capsys):
 def test_weight_average_is_the_mean_of_every_weight_and_refuses_other_architectures(tmp_path):
     import keras
 
-    from agegender.modelio import load_model, save_model_atomic
     from agegender.models import build_model
+    from agegender.serving.modelio import load_model, save_model_atomic
 
     paths = []
     for seed, widths in ((1, [8]), (2, [8]), (3, [16])):
@@ -372,7 +372,7 @@ def test_fgnet_benchmark_stores_its_summary_in_the_card(tiny_model, tmp_path, mo
 
     from PIL import Image
 
-    from agegender.modelio import read_card
+    from agegender.serving.modelio import read_card
 
     model = tmp_path / "m.keras"
     shutil.copyfile(tiny_model.path, model)

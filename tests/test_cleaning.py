@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agegender.cleaning import FaceListError, contradicted_faces, read_face_list, write_face_list
 from agegender.config import TrainConfig
 from agegender.data import load_utkface
+from agegender.data.cleaning import FaceListError, contradicted_faces, read_face_list, write_face_list
 
 
 def test_contradicted_faces_are_those_the_model_calls_the_other_gender_confidently():
@@ -39,7 +39,7 @@ def test_the_recipe_setting_is_known():
 
 
 def test_training_leaves_out_listed_training_faces_only(tiny_folder, tmp_path):
-    from agegender.train import load_arrays
+    from agegender.training.loop import load_arrays
 
     frame = load_utkface(tiny_folder)
     train_names = sorted(frame.loc[frame["split"] == "train", "filename"])
@@ -56,7 +56,7 @@ def test_training_leaves_out_listed_training_faces_only(tiny_folder, tmp_path):
 
 
 def test_a_list_naming_val_or_test_faces_is_refused(tiny_folder, tmp_path):
-    from agegender.train import load_arrays
+    from agegender.training.loop import load_arrays
 
     frame = load_utkface(tiny_folder)
     test_face = frame.loc[frame["split"] == "test", "filename"].iloc[0]

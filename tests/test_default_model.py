@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not DEFAULT.is_file(), reason=f"no default model
 
 
 def _card() -> dict:
-    from agegender.modelio import read_card
+    from agegender.serving.modelio import read_card
 
     return read_card(DEFAULT)
 
@@ -27,7 +27,7 @@ def _card() -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".keras", ".tflite"])
 def test_default_model_reproduces_its_card(suffix):
-    from agegender.evaluate import evaluate_folder
+    from agegender.evaluation.metrics import evaluate_folder
 
     path = DEFAULT.with_suffix(suffix)
     if not path.is_file():
@@ -63,8 +63,8 @@ def test_live_mode_serves_the_default_with_the_views_its_age_range_was_calibrate
     """The live mode turns off the views averaged outside the network (to save time per frame). The default
     averages its mirror inside the network, so video frames get the views, and the calibrated age range, that
     `agegender predict` serves and the card measured."""
-    from agegender.live import live_predictor
-    from agegender.predict import Predictor
+    from agegender.serving.live import live_predictor
+    from agegender.serving.predict import Predictor
 
     served = Predictor.load(DEFAULT, detector=object())
     live = live_predictor(served.model, served.card, DEFAULT, detector=object())
@@ -79,9 +79,9 @@ def sample_predictions():
 
     from agegender.config import SAMPLE_DIR
     from agegender.data import load_utkface
-    from agegender.evaluate import predict_arrays
-    from agegender.modelio import input_resize, load_serving_model
-    from agegender.preprocess import load_split_arrays
+    from agegender.data.preprocess import load_split_arrays
+    from agegender.serving.inference import predict_arrays
+    from agegender.serving.modelio import input_resize, load_serving_model
 
     model, card = load_serving_model(DEFAULT)
     images, rows, _ = load_split_arrays(load_utkface(SAMPLE_DIR), card["input"]["image_size"],

@@ -18,8 +18,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender.backbones import build_efficientnet_lite, build_efficientnet_lite0, default_weights_path  # noqa: E402
-from agegender.backbones import efficientnet_lite as el  # noqa: E402
+from agegender.models.backbones import (build_efficientnet_lite, build_efficientnet_lite0,  # noqa: E402
+                                       default_weights_path)
+from agegender.models.backbones import efficientnet_lite as el  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "models" / "pretrained"

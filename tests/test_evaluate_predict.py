@@ -16,9 +16,10 @@ from PIL import Image
 
 from agegender.cli import main
 from agegender.data import dataset_fingerprint, load_utkface
-from agegender.evaluate import (HIGH_QUANTILES, LOW_QUANTILES, RANGE_QUANTILES, age_band, age_ranges, calibrate_range,
-                                calibration, card_range_quantiles, centre_zoom, evaluate_predictions, format_report,
-                                predict_arrays, range_coverage, standard_errors, tta_settings)
+from agegender.evaluation.metrics import (HIGH_QUANTILES, LOW_QUANTILES, age_band, calibrate_range, calibration,
+                                          evaluate_predictions, format_report, range_coverage, standard_errors)
+from agegender.serving.inference import (RANGE_QUANTILES, age_ranges, card_range_quantiles, centre_zoom, predict_arrays,
+                                         tta_settings)
 
 from conftest import BAD_FILES
 
@@ -174,7 +175,7 @@ def test_centre_zoom():
 
 def test_test_time_views_average_the_separate_predictions(tiny_model):
     """Flip and zoom views go through in one call and average to what each view predicts on its own."""
-    from agegender.modelio import load_model
+    from agegender.serving.modelio import load_model
 
     model, card = load_model(tiny_model.path)
     assert tta_settings(card) == {"tta_flip": False, "tta_zoom": ()}  # a card without views
@@ -322,7 +323,7 @@ def test_cli_predict_a_folder_means_the_images_inside_it(tiny_model, bad_folder,
 
 
 def test_annotating_a_folder_names_each_copy_after_its_own_image(tiny_model, bad_folder, good_names, tmp_path):
-    from agegender.predict import Predictor
+    from agegender.serving.predict import Predictor
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -367,7 +368,7 @@ def test_console_script_predict_json(tiny_model, bad_folder, good_names):
 
 
 def test_predictor_api_and_annotation(tiny_model, bad_folder, good_names, tmp_path):
-    from agegender.predict import Predictor, format_results
+    from agegender.serving.predict import Predictor, format_results
 
     predictor = Predictor.load(tiny_model.path)
     assert predictor.image_size == 64 and predictor.color_mode == "grayscale"
@@ -388,8 +389,8 @@ def test_predictor_api_and_annotation(tiny_model, bad_folder, good_names, tmp_pa
 @pytest.mark.behavioural
 def test_mirror_agreement(tiny_model, bad_folder, good_names):
     """A face and its mirror image should get (nearly) the same age and gender."""
-    from agegender.images import open_image
-    from agegender.predict import Predictor
+    from agegender.data.images import open_image
+    from agegender.serving.predict import Predictor
 
     predictor = Predictor.load(tiny_model.path)
     for name in good_names:

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from agegender.cli import main as cli_main
-from agegender.evaluate import compare_models, evaluate_folder, predict_arrays
-from agegender.export import _refusal, export_tflite, prediction_differences
-from agegender.images import load_for_model
-from agegender.litert import TFLiteModel
-from agegender.modelio import ModelFileError, file_sha256, load_model, load_serving_model
-from agegender.predict import Predictor
+from agegender.data.images import load_for_model
+from agegender.evaluation.metrics import compare_models, evaluate_folder
+from agegender.serving.export import _refusal, export_tflite, prediction_differences
+from agegender.serving.inference import predict_arrays
+from agegender.serving.litert import TFLiteModel
+from agegender.serving.modelio import ModelFileError, file_sha256, load_model, load_serving_model
+from agegender.serving.predict import Predictor
 
 
 def _copy_model(tiny_model, folder):
@@ -109,7 +110,7 @@ def test_stale_or_damaged_export_is_not_served(exported, tmp_path):
 
 
 def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
-    import agegender.export as export
+    import agegender.serving.export as export
 
     path = _copy_model(tiny_model, tmp_path)
     card_before = path.with_suffix(".json").read_text()
@@ -156,9 +157,9 @@ def test_export_check_of_read_out_ages_and_gender():
 
 
 def test_export_of_a_distribution_model_records_and_checks_its_distributions(tmp_path, monkeypatch):
-    import agegender.export as export
-    from agegender.modelio import save_model_atomic
+    import agegender.serving.export as export
     from agegender.models import build_small_resnet, with_age_readout
+    from agegender.serving.modelio import save_model_atomic
 
     model = with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median")
     path = save_model_atomic(model, tmp_path / "dist.keras", {"input": {"image_size": 32, "color_mode": "rgb"}})
@@ -174,7 +175,7 @@ def test_export_of_a_distribution_model_records_and_checks_its_distributions(tmp
 
 def _assert_converts(model, tmp_path, side: int) -> None:
     """The model's TFLite conversion predicts what the Keras model predicts, every output."""
-    from agegender.export import convert
+    from agegender.serving.export import convert
 
     path = tmp_path / "converted.tflite"
     path.write_bytes(convert(model, "none"))

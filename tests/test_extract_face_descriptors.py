@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import extract_face_descriptors as script  # noqa: E402
 
-from agegender.teacher import load_descriptors  # noqa: E402
+from agegender.training.teacher import load_descriptors  # noqa: E402
 
 
 def fake_describe(calls):

@@ -1,4 +1,4 @@
-"""The age head on the face descriptor's inner features (`agegender.face_age`) and its mixing layer."""
+"""The age head on the face descriptor's inner features (`agegender.models.face_age`) and its mixing layer."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from agegender.config import TrainConfig  # noqa: E402
-from agegender.face_age import choose_age_weight, fit_age_heads, median_ages  # noqa: E402
-from agegender.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
 from agegender.models import AGE_BINS, MixedDistribution  # noqa: E402
+from agegender.models.face_age import choose_age_weight, fit_age_heads, median_ages  # noqa: E402
+from agegender.models.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
 
 
 def _peaked(ages: np.ndarray) -> np.ndarray:

@@ -10,19 +10,19 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender.backbones.face_recognition_net import (  # noqa: E402
-    REFERENCE_FILENAME, assign_tfjs_weights, build_face_descriptor, build_face_recognition_net,
-    default_weights_path, read_tfjs_weights)
 from agegender.cli import main  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
-from agegender.evaluate import predict_arrays  # noqa: E402
-from agegender.face_age import median_ages  # noqa: E402
-from agegender.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
-from agegender.face_gender import MIX_WEIGHTS, choose_weight, fit_regression  # noqa: E402
-from agegender.modelio import load_model  # noqa: E402
 from agegender.models import MeanOfViews, MirrorViews, MixedGender  # noqa: E402
-from agegender.teacher import logit  # noqa: E402
-from agegender.train import train  # noqa: E402
+from agegender.models.backbones.face_recognition_net import (  # noqa: E402
+    REFERENCE_FILENAME, assign_tfjs_weights, build_face_descriptor, build_face_recognition_net,
+    default_weights_path, read_tfjs_weights)
+from agegender.models.face_age import median_ages  # noqa: E402
+from agegender.models.face_gender import MIX_WEIGHTS, choose_weight, fit_regression  # noqa: E402
+from agegender.models.feature_heads import MIX_WEIGHTS as AGE_MIX_WEIGHTS  # noqa: E402
+from agegender.serving.inference import predict_arrays  # noqa: E402
+from agegender.serving.modelio import load_model  # noqa: E402
+from agegender.training.loop import train  # noqa: E402
+from agegender.training.teacher import logit  # noqa: E402
 
 REFERENCE = default_weights_path().parents[1] / REFERENCE_FILENAME  # in models/pretrained/
 
@@ -124,7 +124,7 @@ def base_model(tiny_folder, tmp_path_factory):
 
 def _test_faces(folder, card):
     from agegender.data import load_utkface
-    from agegender.preprocess import load_split_arrays
+    from agegender.data.preprocess import load_split_arrays
 
     frame = load_utkface(folder)
     images, _, _ = load_split_arrays(frame[frame["split"] == "test"], card["input"]["image_size"], "rgb",
@@ -202,8 +202,8 @@ def test_gender_heads_on_the_inner_features_mix_by_the_weight_chosen_on_val_and_
 
 
 def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads_are_refused(base_model, tmp_path):
-    from agegender.add_descriptor import add_descriptor
-    from agegender.face_gender import fit_gender_heads
+    from agegender.models.add_descriptor import add_descriptor
+    from agegender.models.face_gender import fit_gender_heads
 
     rng = np.random.default_rng(0)
     genders = rng.integers(0, 2, 1200)
@@ -245,9 +245,9 @@ def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_
 
 
 def test_the_mixed_model_exports_and_serves_one_face(base_model, tiny_folder, tmp_path):
-    from agegender.export import export_with_test_images
-    from agegender.litert import TFLiteModel
-    from agegender.predict import Predictor
+    from agegender.serving.export import export_with_test_images
+    from agegender.serving.litert import TFLiteModel
+    from agegender.serving.predict import Predictor
 
     assert main(["add-descriptor", str(base_model), "--name", "mixed", "--data", str(tiny_folder),
                  "--models-dir", str(tmp_path)]) == 0
@@ -261,7 +261,7 @@ def test_the_mixed_model_exports_and_serves_one_face(base_model, tiny_folder, tm
 
 
 def test_inner_features_come_from_the_same_network_and_unknown_blocks_are_refused():
-    from agegender.backbones.face_recognition_net import AGE_FEATURE_BLOCKS
+    from agegender.models.backbones.face_recognition_net import AGE_FEATURE_BLOCKS
 
     faces = np.load(REFERENCE)["faces"][:2].astype("float32")
     plain = build_face_descriptor(128)

@@ -1,4 +1,4 @@
-"""Face detection (agegender.faces): the default BlazeFace detector, crops, and the input contract.
+"""Face detection (agegender.serving.faces): the default BlazeFace detector, crops, and the input contract.
 
 Real photos come from ``../shared/datasets/wild_samples`` when it is present (skipped with the
 reason otherwise); the self-contained tests use the committed assets and the UTKFace crops of
@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agegender.faces import (CROP_PARAMS, DETECTORS, CropParams, Face, crop_box, crop_face, load_detector,
+from agegender.data.images import open_image
+from agegender.serving.faces import (CROP_PARAMS, DETECTORS, CropParams, Face, crop_box, crop_face, load_detector,
                              to_rgb)
-from agegender.images import open_image
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "assets"

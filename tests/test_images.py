@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agegender.images import (MAX_PIXELS, ImageError, channels, image_files_in, load_for_model, open_image,
+from agegender.data.images import (MAX_PIXELS, ImageError, channels, image_files_in, load_for_model, open_image,
                               to_model_input)
 
 from conftest import BAD_FILES, garbage_after_jfif_header, jpeg_bytes, png_declaring
@@ -236,7 +236,7 @@ def test_cmyk_jpeg(tmp_path):
 
 def test_fast_jpeg_path_gives_the_same_pixels_as_the_careful_path(good_names, bad_folder):
     """Training decodes with OpenCV, serving with PIL: the model must see the same pixels."""
-    from agegender.images import load_for_model, open_image, to_model_input
+    from agegender.data.images import load_for_model, open_image, to_model_input
 
     for name in good_names[:4]:
         path = bad_folder / name
@@ -255,7 +255,7 @@ def test_antialiased_resize_removes_aliasing():
     """
     import cv2
 
-    from agegender.images import resize_antialiased
+    from agegender.data.images import resize_antialiased
 
     board = ((np.indices((200, 200)).sum(axis=0) % 2) * 255).astype(np.uint8)
     small = resize_antialiased(board, 112).astype(float)
@@ -283,7 +283,7 @@ def test_resize_methods_are_close_and_checked():
 
 
 def test_jpeg_frame_size_reads_the_header(tmp_path):
-    from agegender.images import jpeg_frame_size
+    from agegender.data.images import jpeg_frame_size
 
     for size, kwargs in (((123, 45), {}), ((64, 300), {"progressive": True}), ((17, 17), {"quality": 30})):
         data = jpeg_bytes(Image.new("RGB", size, (10, 200, 30)), **kwargs)

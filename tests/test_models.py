@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from agegender.models import (AGE_BINS, BUILDERS, VGG16_WEIGHTS_HELP, build_model, build_seed_cnn,  # noqa: E402
-                              build_small_resnet, build_vgg16_transfer, set_vgg16_block5_trainable)
+                              build_small_resnet, build_vgg16_transfer)
 
 
 def _counts(model) -> tuple[int, int, int]:
@@ -67,15 +67,6 @@ def test_vgg16_frozen_base_counts(vgg_frozen):
     assert sorted(vgg_frozen.output_names) == ["age_out", "gender_out"]
 
 
-def test_vgg16_block5_phase_switch(vgg_frozen):
-    set_vgg16_block5_trainable(vgg_frozen, True)
-    try:
-        assert _counts(vgg_frozen) == (34_148_546, 26_513_154, 7_635_392)
-    finally:
-        set_vgg16_block5_trainable(vgg_frozen, False)
-    assert _counts(vgg_frozen) == (34_148_546, 19_433_730, 14_714_816)
-
-
 def test_vgg16_block5_unfrozen_counts():
     model = build_vgg16_transfer(weights=None, fine_tune_block5=True)
     assert _counts(model) == (34_148_546, 26_513_154, 7_635_392)
@@ -95,7 +86,7 @@ def test_vgg16_missing_weights_file(tmp_path):
 
 def test_custom_layers_round_trip(tmp_path):
     """A distribution model saves and loads (ExpectedAge is registered) with identical outputs."""
-    from agegender.modelio import load_model, save_model_atomic
+    from agegender.serving.modelio import load_model, save_model_atomic
 
     model = build_small_resnet(input_shape=(32, 32, 3), widths=(8,))
     path = save_model_atomic(model, tmp_path / "m.keras", {"input": {"image_size": 32, "color_mode": "rgb"}})
@@ -111,7 +102,7 @@ def test_saved_models_are_deflated_with_the_same_weights(tmp_path):
     """save_model_atomic deflates the archive Keras writes uncompressed; Keras reads it back bit for bit."""
     import zipfile
 
-    from agegender.modelio import load_model, save_model_atomic
+    from agegender.serving.modelio import load_model, save_model_atomic
 
     model = build_small_resnet(input_shape=(32, 32, 3), widths=(8,))
     plain = tmp_path / "plain.keras"
@@ -142,8 +133,8 @@ def _median_by_hand(dist: np.ndarray) -> np.ndarray:
 
 
 def test_median_readout_matches_the_definition_and_round_trips(tmp_path):
-    from agegender.modelio import load_model, save_model_atomic
     from agegender.models import with_age_readout
+    from agegender.serving.modelio import load_model, save_model_atomic
 
     model = build_small_resnet(input_shape=(32, 32, 3), widths=(8,))
     median_model = with_age_readout(model, "median")
@@ -179,8 +170,8 @@ def test_readout_errors():
 
 @pytest.mark.parametrize("backbone", ["lite0", "lite1", "lite2"])
 def test_agenet_backbone_variants_load_their_imagenet_weights(backbone):
-    from agegender.backbones import build_efficientnet_lite, default_weights_path
     from agegender.models import build_agenet
+    from agegender.models.backbones import build_efficientnet_lite, default_weights_path
 
     if not default_weights_path(backbone).is_file():
         pytest.skip(f"converted {backbone} weights absent; create them with `make pretrained`")
@@ -231,8 +222,8 @@ def test_central_crop_refuses_fractions_outside_0_1(fraction):
 
 def test_agenet_crop_fraction_feeds_the_backbone_the_centre(tmp_path):
     """The backbone sees exactly the central crop, and the model saves and loads with it."""
-    from agegender.modelio import load_model, save_model_atomic
     from agegender.models import build_agenet
+    from agegender.serving.modelio import load_model, save_model_atomic
 
     model = build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=0.8)
     assert model.input_shape == (None, 40, 40, 3)

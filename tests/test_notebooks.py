@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agegender.config import PROJECT_ROOT, SAMPLE_DIR
-from agegender.notebook import read_records
+from agegender.notebook import RECORD_MIME
 
 papermill = pytest.importorskip("papermill")
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+
+def read_records(notebook_path: str) -> dict[str, Any]:
+    """All values recorded with :func:`agegender.notebook.record` in an executed notebook."""
+    import nbformat
+
+    records: dict[str, Any] = {}
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if RECORD_MIME in data:
+                records[data[RECORD_MIME]["name"]] = data[RECORD_MIME]["value"]
+    return records
 
 
 def run(name: str, tmp_path: Path, notebooks: Path = NOTEBOOKS, **parameters) -> dict:

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from agegender.cli import main
-from agegender.photo_eval import (LabelsError, largest_face_index, predict_photos, read_labels, summarise,
+from agegender.evaluation.photos import (LabelsError, largest_face_index, predict_photos, read_labels, summarise,
                                   evaluate_photos)
-from agegender.predict import FacePrediction
+from agegender.serving.predict import FacePrediction
 
 ASSETS = Path(__file__).parent / "assets"
 FGNET = os.environ.get("FGNET_DIR")

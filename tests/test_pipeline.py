@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("tensorflow")
 
 from agegender.config import TrainConfig  # noqa: E402
-from agegender.evaluate import age_band  # noqa: E402
-from agegender.pipeline import age_balance_weights, make_dataset, soft_age_labels  # noqa: E402
+from agegender.data.pipeline import age_balance_weights, make_dataset, soft_age_labels  # noqa: E402
+from agegender.evaluation.metrics import age_band  # noqa: E402
 
 
 def _label_mean(age: float, sigma: float, per_year: float = 0.0) -> float:
@@ -80,7 +80,7 @@ def test_dataset_without_weights_yields_pairs():
 
 def test_compile_uses_the_mean_loss_weight():
     from agegender.models import build_small_resnet
-    from agegender.train import compile_model
+    from agegender.training.loop import compile_model
 
     model = build_small_resnet((16, 16, 3), widths=(4, 4))
     compile_model(model, TrainConfig(model="small_resnet", age_loss_weight=2.0, age_mean_loss_weight=0.25,
@@ -94,7 +94,7 @@ def _textured_batch(n: int = 8, size: int = 64) -> np.ndarray:
 
 
 def test_degrade_resolution_blurs_only_the_chosen_images():
-    from agegender.pipeline import degrade_resolution
+    from agegender.data.pipeline import degrade_resolution
 
     images = _textured_batch()
     seed = np.array([3, 4], dtype="int32")
@@ -113,7 +113,7 @@ def test_degrade_resolution_blurs_only_the_chosen_images():
 
 def test_low_resolution_off_reproduces_the_earlier_augmentation():
     # Recipes trained before the option existed must get exactly the same draws at probability 0.
-    from agegender.pipeline import augment_batch
+    from agegender.data.pipeline import augment_batch
 
     images, seed = _textured_batch(), np.array([5, 6], dtype="int32")
     np.testing.assert_array_equal(augment_batch(images, seed).numpy(), augment_batch(images, seed, 0.0).numpy())
@@ -138,7 +138,7 @@ def test_dataset_at_a_smaller_size_averages_pixels_and_keeps_the_full_size_uncha
 
 
 def test_erase_rectangles_replaces_one_inner_rectangle_of_the_chosen_images():
-    from agegender.pipeline import ERASE_AREA_RANGE, erase_rectangles
+    from agegender.data.pipeline import ERASE_AREA_RANGE, erase_rectangles
 
     images = np.full((300, 32, 32, 3), 100.0, "float32")
     seed = np.array([7, 8], dtype="int32")
@@ -160,7 +160,7 @@ def test_erase_rectangles_replaces_one_inner_rectangle_of_the_chosen_images():
 
 
 def test_erasing_off_reproduces_the_earlier_augmentation():
-    from agegender.pipeline import augment_batch
+    from agegender.data.pipeline import augment_batch
 
     images, seed = _textured_batch(), np.array([5, 6], dtype="int32")
     plain = augment_batch(images, seed).numpy()
@@ -178,7 +178,7 @@ def test_erase_probability_out_of_range_is_refused():
 
 
 def test_mixup_blends_images_targets_and_weights_with_one_share_per_image():
-    from agegender.pipeline import mix_batch
+    from agegender.data.pipeline import mix_batch
 
     n = 64
     ages = np.linspace(1, 90, n).astype("float32")

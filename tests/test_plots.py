@@ -4,7 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from agegender import plots  # noqa: E402
+from agegender.evaluation import plots  # noqa: E402
 
 HISTORY = [{"epoch": e, "gender_out_accuracy": 0.8 + e / 100, "gender_out_loss": 0.5 - e / 100,
             "age_out_mae": 9.0 - e, "val_gender_out_accuracy": 0.8, "val_gender_out_loss": 0.4,

@@ -11,7 +11,7 @@ import pytest
 
 from agegender.config import cache_dir
 from agegender.data import load_utkface
-from agegender.preprocess import load_images, load_split_arrays
+from agegender.data.preprocess import load_images, load_split_arrays
 
 from conftest import BAD_FILES, SAMPLE
 

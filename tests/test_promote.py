@@ -10,8 +10,8 @@ import pytest
 
 import agegender.cli as cli
 from agegender.config import MODELS_DIR
-from agegender.modelio import ModelFileError, card_path
-from agegender.promote import find_model, promote
+from agegender.serving.modelio import ModelFileError, card_path
+from agegender.serving.promote import find_model, promote
 
 
 def shipped_state() -> dict[str, tuple[int, int]]:
@@ -57,7 +57,7 @@ def test_find_model_in_a_run_folder(tiny_model, tmp_path):
 
 
 def test_promote_checks_the_export_then_copies(tiny_model, tmp_path, capsys):
-    from agegender.export import export_with_test_images
+    from agegender.serving.export import export_with_test_images
 
     folder = run_folder(tiny_model, tmp_path / "runs")
     shipped = tmp_path / "models"
@@ -73,8 +73,8 @@ def test_promote_checks_the_export_then_copies(tiny_model, tmp_path, capsys):
         assert (shipped / name).read_bytes() == (folder / name).read_bytes()
     assert not [p for p in shipped.iterdir() if p.name.startswith(".")]  # no temporary file left
     # the served model loads from the promoted files
-    from agegender.modelio import load_serving_model
-    from agegender.litert import TFLiteModel
+    from agegender.serving.litert import TFLiteModel
+    from agegender.serving.modelio import load_serving_model
 
     assert isinstance(load_serving_model(shipped / "cand.keras")[0], TFLiteModel)
     # promoting again replaces and says what it replaced
@@ -116,9 +116,9 @@ def test_promote_without_export_removes_the_replaced_models_stale_export(tiny_mo
 
 
 def test_promote_under_another_name_renames_the_export_and_keeps_the_trained_name(tiny_model, tmp_path):
-    from agegender.export import export_with_test_images
-    from agegender.litert import TFLiteModel
-    from agegender.modelio import load_serving_model, read_card
+    from agegender.serving.export import export_with_test_images
+    from agegender.serving.litert import TFLiteModel
+    from agegender.serving.modelio import load_serving_model, read_card
 
     folder = run_folder(tiny_model, tmp_path / "runs", name="cand_x")
     export_with_test_images(folder / "cand_x.keras", tiny_model.folder, check_images=8)

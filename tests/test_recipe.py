@@ -8,7 +8,7 @@ import pytest
 
 import agegender.cli as cli
 from agegender.config import PROJECT_ROOT, TrainConfig
-from agegender.modelio import file_sha256, read_card
+from agegender.serving.modelio import file_sha256, read_card
 
 
 def test_the_shipped_recipe_names_its_stages():

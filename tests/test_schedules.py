@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender.schedules import BudgetedCosineDecay  # noqa: E402
-from agegender.train import _budgeted_schedule  # noqa: E402
+from agegender.training.loop import _budgeted_schedule  # noqa: E402
+from agegender.training.schedules import BudgetedCosineDecay  # noqa: E402
 
 WARMUP = dict(initial_learning_rate=1e-5, decay_steps=1000, alpha=0.01, warmup_target=1e-3, warmup_steps=50)
 NO_WARMUP = dict(initial_learning_rate=1e-3, decay_steps=1050, alpha=0.01)

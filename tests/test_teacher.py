@@ -8,10 +8,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender import train as train_module  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
-from agegender.modelio import load_model  # noqa: E402
-from agegender.teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets,  # noqa: E402
+from agegender.serving.modelio import load_model  # noqa: E402
+from agegender.training import loop as train_module  # noqa: E402
+from agegender.training.teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets,  # noqa: E402
                                distilled_gender_targets, gender_probabilities, load_descriptors,
                                with_descriptor_head, without_training_heads)
 

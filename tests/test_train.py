@@ -12,10 +12,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from agegender import train as train_module  # noqa: E402
 from agegender.config import TrainConfig  # noqa: E402
 from agegender.data import dataset_fingerprint, load_utkface  # noqa: E402
-from agegender.modelio import ModelFileError, card_path, load_model  # noqa: E402
+from agegender.serving.modelio import ModelFileError, card_path, load_model  # noqa: E402
+from agegender.training import loop as train_module  # noqa: E402
 
 from conftest import TINY_CONFIG  # noqa: E402
 
@@ -583,7 +583,7 @@ def test_next_epoch_time_is_scaled_to_its_input_size():
 
 def test_budget_stop_in_a_small_stage_is_named(tiny_folder, tmp_path, caplog):
     config = TrainConfig(**{**PROGRESSIVE_CONFIG, "max_train_minutes": 1e-4})
-    with caplog.at_level("WARNING", logger="agegender.train"):
+    with caplog.at_level("WARNING", logger="agegender.training.loop"):
         card = train_module.train(config, tiny_folder, models_dir=tmp_path / "models", runs_dir=tmp_path / "runs",
                                   verbose=0)
     assert card["training"]["epochs_completed"] == 1 and card["training"]["stopped_by_budget"]
@@ -643,8 +643,9 @@ def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(ti
 
 @pytest.mark.parametrize("fit_splits", [("train",), ("train", "val")])
 def test_split_metrics_calibrate_the_age_range_on_val_unless_fitted_on_it(fit_splits):
-    from agegender.evaluate import RANGE_QUANTILES, calibrate_range, predict_arrays
+    from agegender.evaluation.metrics import calibrate_range
     from agegender.models import build_model
+    from agegender.serving.inference import RANGE_QUANTILES, predict_arrays
 
     keras.utils.set_random_seed(3)
     model = build_model("small_resnet", 32, 3, widths=[8])
@@ -663,8 +664,8 @@ def test_split_metrics_calibrate_the_age_range_on_val_unless_fitted_on_it(fit_sp
     assert metrics["test"]["age_range"]["quantiles"] == list(expected)  # test measured with val's choice
 
     # serving reports the range the card measured: the predictor's ends are the test faces' ends at those quantiles
-    from agegender.evaluate import age_ranges
-    from agegender.predict import Predictor
+    from agegender.serving.inference import age_ranges
+    from agegender.serving.predict import Predictor
 
     predictor = Predictor(model, {"input": {"image_size": 32, "color_mode": "rgb"}, "metrics": metrics})
     faces = predictor.predict_crops(arrays["test"][0])

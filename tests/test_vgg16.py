@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from agegender.models import build_vgg16_transfer
-from agegender.predict import Predictor
-from agegender.transfer import VGG16Recipe, train_vgg16_two_phase
+from agegender.models.transfer import VGG16Recipe, train_vgg16_two_phase
+from agegender.serving.predict import Predictor
 
 
 def trainable_count(model: keras.Model) -> int:

@@ -21,10 +21,10 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from agegender.annotate import annotate
 from agegender.config import MODELS_DIR, default_model_path
-from agegender.images import ImageError, open_image
-from agegender.modelio import ModelFileError, list_models, read_card
+from agegender.data.images import ImageError, open_image
+from agegender.serving.annotate import annotate
+from agegender.serving.modelio import ModelFileError, list_models, read_card
 
 # -- configuration ----------------------------------------------------------------------------
 #: Largest upload accepted, per file (also given to the uploader, which refuses bigger files).
@@ -162,7 +162,7 @@ def describe_card(card: dict) -> dict[str, str]:
 
 def describe_serving(model, card: dict) -> str:
     """What actually answers: the TFLite export (only loaded when it matches the Keras file) or the Keras model."""
-    from agegender.litert import TFLiteModel
+    from agegender.serving.litert import TFLiteModel
 
     if isinstance(model, TFLiteModel):
         lite = card.get("tflite", {})
@@ -213,29 +213,29 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
     import pandas as pd
     import streamlit as st
 
-    from agegender.predict import Predictor
+    from agegender.serving.predict import Predictor
 
     st.set_page_config(page_title="Age and gender", page_icon="🙂", layout="wide")
 
     # Loaded once per process and shared by all sessions. Photos and live video use
-    # differently tuned detectors (see agegender.live.LIVE_DETECTOR) around the same model.
+    # differently tuned detectors (see agegender.serving.live.LIVE_DETECTOR) around the same model.
     @st.cache_resource(show_spinner="Loading the face detector…")
     def get_detector(kind: str):
-        from agegender.faces import load_detector
-        from agegender.live import load_live_detector
+        from agegender.serving.faces import load_detector
+        from agegender.serving.live import load_live_detector
 
         return load_live_detector() if kind == "live" else load_detector()
 
     @st.cache_resource(show_spinner="Loading the model…")
     def get_model(path: str):
-        from agegender.modelio import load_serving_model
+        from agegender.serving.modelio import load_serving_model
 
         return load_serving_model(path)
 
     def get_predictor(path: str, kind: str = "photo") -> Predictor:
         model, card = get_model(path)
         if kind == "live":
-            from agegender.live import live_predictor
+            from agegender.serving.live import live_predictor
 
             return live_predictor(model, card, path, detector=get_detector("live"))
         return Predictor(model, card, detector=get_detector(kind), path=path)
@@ -331,7 +331,7 @@ def live_page(st, predictor, model_key: str, lock: threading.Lock) -> None:  # p
 
     import pandas as pd
 
-    from agegender.live import FaceTracker, LiveAnnotator, preload_srtp
+    from agegender.serving.live import FaceTracker, LiveAnnotator, preload_srtp
 
     preload_srtp()  # before aiortc: see its docstring (TensorFlow + pylibsrtp crash)
     try:

@@ -1,4 +1,4 @@
-"""Command line: ``agegender train | combine | add-descriptor | evaluate | export | promote | predict``."""
+"""Command line: ``agegender train | train-vgg16 | add-descriptor | evaluate | export | promote | predict``."""
 
 from __future__ import annotations
 
@@ -40,11 +40,8 @@ def _output_dir(chosen: str | None, name: str) -> Path:
 
 def _train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .ensemble import EnsembleRecipe
-    from .recipe import run_recipe
+    from .training.recipe import run_recipe
 
-    if args.config and EnsembleRecipe.describes(args.config):
-        return _train_ensemble(args)
     values = {**(TrainConfig.from_json(args.config).to_dict() if args.config else {}), **_key_values(args.set, "--set")}
     model_args = _key_values(args.model_arg, "--model-arg")
     if model_args:
@@ -62,7 +59,7 @@ def _train(args: argparse.Namespace) -> int:
 def _train_vgg16(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .transfer import VGG16Recipe, train_vgg16_two_phase
+    from .models.transfer import VGG16Recipe, train_vgg16_two_phase
 
     values = _key_values(args.set, "--set")
     unknown = sorted(set(values) - {f.name for f in dataclasses.fields(VGG16Recipe)})
@@ -76,34 +73,8 @@ def _train_vgg16(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_ensemble(args: argparse.Namespace) -> int:
-    from .ensemble import EnsembleRecipe, train_ensemble
-
-    if args.model_arg:
-        raise ValueError("--model-arg does not apply to an ensemble recipe; set member fields in its file")
-    recipe = EnsembleRecipe.from_json(args.config)
-    card = train_ensemble(recipe, args.data, models_dir=_output_dir(args.models_dir, recipe.name),
-                          runs_dir=Path(args.runs_dir), overrides=_key_values(args.set, "--set"), fresh=args.fresh)
-    _print_ensemble(card)
-    return 0
-
-
-def _print_ensemble(card: dict) -> None:
-    val, test = card["metrics"]["val"], card["metrics"]["test"]
-    print(f"{card['name']}: mean of {len(card['members'])} models; val age MAE {val['age_mae']:.2f} y, gender "
-          f"{100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
-          f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in all)")
-
-
-def _combine(args: argparse.Namespace) -> int:
-    from .ensemble import combine
-
-    _print_ensemble(combine(args.models, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name)))
-    return 0
-
-
 def _add_descriptor(args: argparse.Namespace) -> int:
-    from .add_descriptor import add_descriptor
+    from .models.add_descriptor import add_descriptor
 
     card = add_descriptor(args.model, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name),
                           weights=args.weights,
@@ -124,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_photos(args)
     if args.labels or args.predictions:
         raise ValueError("--labels and --predictions go with --photos (a folder of whole photos and a labels CSV)")
-    from .evaluate import evaluate_folder, format_report
+    from .evaluation.metrics import evaluate_folder, format_report
 
     metrics = evaluate_folder(args.folder, args.model, use_all=args.all)
     if args.json:
@@ -135,7 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_photos(args: argparse.Namespace) -> int:
-    from .photo_eval import evaluate_photos, format_photo_report
+    from .evaluation.photos import evaluate_photos, format_photo_report
 
     if not args.folder:
         raise ValueError("--photos needs the folder of photos")
@@ -150,7 +121,7 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from .promote import promote
+    from .serving.promote import promote
 
     result = promote(args.source, Path(args.models_dir), require_export=not args.without_export, name=args.name)
 
@@ -165,7 +136,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_with_test_images
+    from .serving.export import export_with_test_images
 
     model_path = Path(args.model or default_model_path())
     record = export_with_test_images(model_path, args.data, check_images=args.check_images,
@@ -183,7 +154,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import Predictor, format_results
+    from .serving.predict import Predictor, format_results
 
     predictor = Predictor.load(args.model)
     results = predictor.predict_files(args.images, aligned=args.aligned, annotate_dir=args.annotate)
@@ -198,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model (resumes an interrupted run of the same config)")
-    p.add_argument("--config", help="JSON file with TrainConfig fields (see agegender.config), or an ensemble "
-                                    "recipe listing members (see agegender.ensemble)")
+    p.add_argument("--config", help="JSON file with TrainConfig fields (see agegender.config)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config field, e.g. --set epochs=5")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model builder")
     p.add_argument("--data", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
@@ -219,13 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="where the model and card go (default: runs/NAME/)")
     p.add_argument("--runs-dir", default=str(RUNS_DIR))
     p.set_defaults(func=_train_vgg16)
-
-    p = sub.add_parser("combine", help="average trained models (one input, their own backbones) into one model")
-    p.add_argument("models", nargs="+", help="two or more model .keras files, trained on the same data")
-    p.add_argument("--name", required=True, help="the combined model's name: written as runs/NAME/NAME.keras")
-    p.add_argument("--data", help="UTKFace folder the models were trained on (default: as for train)")
-    p.add_argument("--models-dir", help="where the combined model and card go (default: runs/NAME/)")
-    p.set_defaults(func=_combine)
 
     p = sub.add_parser("add-descriptor",
                        help="a trained AgeNet plus dlib's face descriptor for gender and age, as one model")
@@ -287,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .modelio import ModelFileError
+    from .serving.modelio import ModelFileError
 
     try:
         return args.func(args)

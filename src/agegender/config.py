@@ -89,7 +89,7 @@ class TrainConfig:
     image_size: int = 128
     progressive_resizing: list[list[int]] = field(default_factory=list)  # [[size, epochs], ...] first, then image_size
     color_mode: str = "grayscale"  # "grayscale" or "rgb"
-    resize: str = "antialias"  # see agegender.images.RESIZE_METHODS; recorded in the card for serving
+    resize: str = "antialias"  # see agegender.data.images.RESIZE_METHODS; recorded in the card for serving
     epochs: int = 30
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -121,14 +121,14 @@ class TrainConfig:
     tta_zoom: list[float] = field(default_factory=list)  # more test-time views: centre zooms (0.92 = 8 % closer)
     age_readout: str = "expectation"  # distribution heads: "expectation", "median", or "val" (the better on val)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    teacher_descriptors: str | None = None  # face descriptors to reproduce (agegender.teacher); None = no teacher
+    teacher_descriptors: str | None = None  # descriptors to reproduce (agegender.training.teacher); None = no teacher
     descriptor_loss_weight: float = 1.0  # weight of the teacher's descriptor loss (standardised MSE)
     teacher_gender_weight: float = 0.0  # mix the teacher's out-of-fold P(female) into gender targets (0 = off)
     teacher_gender_min_age: int = 13  # ... only for faces this old or older (the descriptor is weak on children)
     train_on_val: bool = False  # fit on train + val: the final refit of a recipe already chosen on val (val then in-sample)
-    exclude_faces: str | None = None  # a list of training faces to leave out (agegender.cleaning); val/test keep all
+    exclude_faces: str | None = None  # training faces to leave out (agegender.data.cleaning); val/test keep all
     init_weights: str | None = None  # start from: a model name in models_dir (a previous stage) or a .keras/.weights.h5 path
-    # stages after training (agegender.recipe): the face descriptor step, then the TFLite export used for serving
+    # stages after training (agegender.training.recipe): the face descriptor step, then the TFLite export for serving
     add_descriptor: bool = False  # add dlib's face network with gender and age heads (agegender add-descriptor)
     descriptor_augment: bool = False  # ... its heads fitted on augmented copies of the training faces
     export: str | None = None  # "float16" or "none": write the TFLite export beside the final model; None = no export

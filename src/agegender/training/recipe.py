@@ -1,0 +1,42 @@
+"""A whole recipe, every stage its config names, into one run folder: train, add the face descriptor, export.
+
+``agegender train --config configs/agenet.json`` runs the shipped model's recipe this way into ``runs/agenet/``:
+AgeNet under ``runs/agenet/base/``, the served model (AgeNet + dlib's face network) and its TFLite export in
+``runs/agenet/``. Every stage resumes or redoes itself when the command is run again after an interruption.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import RUNS_DIR, TrainConfig
+
+EXPORT_CHOICES = ("float16", "none")
+
+
+def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, out_dir: Path | None = None,
+               runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
+    """Train ``config`` and the stages after it into ``out_dir`` (default ``runs/<name>/``); the final card."""
+    from .loop import train
+
+    if config.export is not None and config.export not in EXPORT_CHOICES:
+        raise ValueError(f"export must be one of {list(EXPORT_CHOICES)} or null, not {config.export!r}")
+    out_dir = Path(out_dir) if out_dir else Path(runs_dir) / config.output_name
+    base_dir = out_dir / "base" if config.add_descriptor else out_dir
+    card = train(config, folder, models_dir=base_dir, runs_dir=runs_dir, fresh=fresh, verbose=verbose)
+    model_path = base_dir / f"{config.output_name}.keras"
+    if config.add_descriptor:
+        from ..models.add_descriptor import add_descriptor
+
+        card = add_descriptor(model_path, config.output_name, folder, models_dir=out_dir,
+                              augment=config.descriptor_augment)
+        model_path = out_dir / f"{config.output_name}.keras"
+    if config.export:
+        from ..serving.export import export_with_test_images
+        from ..serving.modelio import read_card
+
+        export_with_test_images(model_path, folder, quantization=config.export)
+        card = read_card(model_path)
+    return card
