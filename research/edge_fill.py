@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from agegender.data import load_utkface
-from agegender.images import open_image
-from agegender.predict import Predictor
+from agegender.data.images import open_image
+from agegender.serving.predict import Predictor
 
 FILLS = {"replicate": (cv2.BORDER_REPLICATE, 0), "black": (cv2.BORDER_CONSTANT, 0),
          "reflect": (cv2.BORDER_REFLECT_101, 0), "grey": (cv2.BORDER_CONSTANT, 128)}
