@@ -27,7 +27,7 @@ def test_cli_train_smoke(tiny_folder, tmp_path, capsys):
     code, out, _ = _run(capsys, argv)
     assert code == 0
     summary = out.strip().splitlines()[-1]  # after Keras' progress lines
-    assert summary.startswith("cli_smoke: test age MAE") and "(1 epochs" in summary
+    assert summary.startswith("cli_smoke: val age MAE") and "(1 epochs" in summary and "test age" not in summary
 
     model_file = models_dir / "cli_smoke.keras"
     assert model_file.is_file() and card_path(model_file).is_file()

@@ -32,6 +32,11 @@ def _key_values(items: list[str] | None, option: str) -> dict:
     return values
 
 
+#: Commands that make a model print its val figures only: models are chosen on val, and test is read once, for a
+#: model that is promoted (it is in the card: `agegender evaluate --model ...` prints it).
+VAL_ONLY = "test figures are in the card, for the model you promote"
+
+
 def _output_dir(chosen: str | None, name: str) -> Path:
     """Where a command writes the model it makes: the folder asked for, else ``runs/<name>/``, never ``models/``
     (only ``agegender promote`` changes the shipped models)."""
@@ -49,10 +54,10 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     card = run_recipe(config, args.data, out_dir=_output_dir(args.models_dir, config.output_name),
                       runs_dir=Path(args.runs_dir), fresh=args.fresh, verbose=2)
-    test = card["metrics"]["test"]
-    print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy "
-          f"{100 * test['gender_accuracy']:.1f} % ({card['training']['epochs_completed']} epochs, "
-          f"{card['training']['wall_seconds'] / 60:.1f} min)")
+    val = card["metrics"]["val"]
+    print(f"{card['name']}: val age MAE {val['age_mae']:.2f} y, gender accuracy {100 * val['gender_accuracy']:.1f} % "
+          f"({card['training']['epochs_completed']} epochs, {card['training']['wall_seconds'] / 60:.1f} min; "
+          f"{VAL_ONLY})")
     return 0
 
 
@@ -68,8 +73,9 @@ def _train_vgg16(args: argparse.Namespace) -> int:
     recipe = dataclasses.replace(VGG16Recipe(weights=None if args.weights == "none" else args.weights), **values)
     card = train_vgg16_two_phase(recipe, args.data, models_dir=_output_dir(args.models_dir, recipe.name),
                                  runs_dir=Path(args.runs_dir))
-    test = card["metrics"]["test"]
-    print(f"{card['name']}: test age MAE {test['age_mae']:.2f} y, gender accuracy {100 * test['gender_accuracy']:.1f} %")
+    val = card["metrics"]["val"]
+    print(f"{card['name']}: val age MAE {val['age_mae']:.2f} y, gender accuracy {100 * val['gender_accuracy']:.1f} % "
+          f"({VAL_ONLY})")
     return 0
 
 
@@ -80,13 +86,13 @@ def _add_descriptor(args: argparse.Namespace) -> int:
                           weights=args.weights,
                           age_head=not args.no_age_head, gender_head=args.gender_head, mirror=not args.no_mirror,
                           augment=args.augment)
-    val, test = card["metrics"]["val"], card["metrics"]["test"]
+    val = card["metrics"]["val"]
     age_head = card["face_descriptor"].get("age_head")
     age_weight = f", of AgeNet's age distribution {age_head['agenet_dist_weight']}" if age_head else ""
     print(f"{card['name']}: {card['base_model']['file']} + face descriptor (weight of AgeNet's logit "
           f"{card['face_descriptor']['agenet_logit_weight']}{age_weight}, chosen on val); val age MAE {val['age_mae']:.2f} y, "
-          f"gender {100 * val['gender_accuracy']:.2f} %; test age MAE {test['age_mae']:.2f} y, gender "
-          f"{100 * test['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in all)")
+          f"gender {100 * val['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in "
+          f"all; {VAL_ONLY})")
     return 0
 
 
