@@ -137,7 +137,7 @@ def test_box_clipped_at_the_image_border(detector):
     assert len(faces) == 1
     assert faces[0].box[0] == 0
     assert_inside(faces[0], image)
-    out = crop_face(image, faces[0], size=96)  # the part outside the image is border-replicated
+    out = crop_face(image, faces[0], size=96)  # the part outside the image is filled with mid-grey
     assert out.shape == (96, 96, 3) and out.dtype == np.uint8
 
 
@@ -214,13 +214,14 @@ def test_crop_without_landmarks_is_the_calibrated_square():
     assert np.array_equal(out, image[35:185, 85:235])  # integer-aligned: an exact cut
 
 
-def test_crop_at_the_border_replicates_edge_pixels():
+def test_crop_at_the_border_fills_with_mid_grey():
     image = np.zeros((100, 100, 3), np.uint8)
     image[:, :50] = 255
     face = Face((0, 20, 40, 40), 0.9)
     out = crop_face(image, face, size=40, params=CropParams(scale=2.0))  # reaches 20 px left of the image
     assert out.shape == (40, 40, 3)
-    assert out[:, :5].min() == 255  # replicated white, not black
+    assert (out[:, :8] == 128).all()  # mid-grey outside the photo, not the photo's white edge repeated
+    assert (out[:, 12:33] == 255).all()  # the photo itself
 
 
 def test_every_detector_has_crop_parameters():
