@@ -206,6 +206,7 @@ def test_live_predictor_shares_the_model_without_test_time_views():
     assert predictor.views == {"tta_flip": False, "tta_zoom": ()}
 
 
+@pytest.mark.slow
 def test_srtp_works_after_tensorflow(tmp_path):
     """aiortc's SRTP (pylibsrtp) crashes a process that imported TensorFlow first, unless preloaded."""
     if importlib.util.find_spec("pylibsrtp") is None:  # importing it here would be the crash itself
@@ -296,6 +297,7 @@ def test_model_options_and_card_description(tmp_path, monkeypatch):
     assert describe_card({})["test age MAE"] == "n/a"
 
 
+@pytest.mark.slow
 def test_serving_line_names_what_answers(tiny_model, tmp_path):
     from agegender.app import describe_serving
     from agegender.serving.litert import TFLiteModel
@@ -354,6 +356,7 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+@pytest.mark.slow
 def test_app_starts_with_model_chooser(app, app_model):
     assert app.title[0].value == "Age and gender estimation"
     chooser = app.sidebar.selectbox(key="model")
@@ -363,6 +366,7 @@ def test_app_starts_with_model_chooser(app, app_model):
     assert not app.error
 
 
+@pytest.mark.slow
 def test_app_upload_face_photo(app):
     photo = face_photo()
     upload(app, (photo.name, photo.read_bytes(), "image/jpeg"))
@@ -408,6 +412,7 @@ def test_app_bad_uploads_give_clear_messages(app):
     assert not app.main.table
 
 
+@pytest.mark.slow
 def test_app_good_and_bad_files_together(app):
     photo = face_photo()
     upload(app, ("notes.jpg", b"plain text", "image/jpeg"), (photo.name, photo.read_bytes(), "image/jpeg"))
@@ -423,6 +428,7 @@ def test_app_webcam_snapshot(app):
     assert len(app.main.table[0].value) == 1
 
 
+@pytest.mark.slow
 def test_app_live_mode_renders(app):
     """The live page loads streamlit-webrtc next to TensorFlow (see preload_srtp) without crashing.
 

@@ -86,6 +86,7 @@ def test_weight_files_are_interchangeable_with_keras_batch_normalization(tmp_pat
         np.testing.assert_array_equal(loaded, saved)
 
 
+@pytest.mark.slow
 def test_models_use_it_and_round_trip_through_a_keras_file(tmp_path):
     backbone = build_efficientnet_lite0((32, 32, 3), weights=None, include_top=False)
     assert any(isinstance(layer, BatchNormalization) for layer in backbone.layers)

@@ -35,6 +35,7 @@ def test_ensemble_summary_reports_overall_band_and_gender_figures():
     assert line == "MAE 3.00  bands 1.00 / 0.00 / 3.00 / 0.00 / 7.00  gender 66.67 %"
 
 
+@pytest.mark.slow
 def test_untrained_predictor_serves_the_asked_size_as_the_cards_model_is_served(tmp_path):
     """``inference_speed.py --build``: the timed model is a TFLite export of the asked backbone and input side,
     fed as the template card says (its mirror view included), and gives a valid prediction for a face."""

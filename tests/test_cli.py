@@ -17,6 +17,7 @@ def _run(capsys, argv):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_cli_train_smoke(tiny_folder, tmp_path, capsys):
     models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
     config_file = tmp_path / "config.json"

@@ -91,6 +91,7 @@ def sample_predictions():
     return rows, plain, mirrored
 
 
+@pytest.mark.slow
 @pytest.mark.behavioural
 def test_default_model_is_nearly_mirror_invariant(sample_predictions):
     """Without flip averaging outside the model, a face and its mirror image get nearly the same age and gender

@@ -90,6 +90,7 @@ def pretrained_full():
     return load
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(el.VARIANTS))
 def test_param_count_matches_torch(variant):
     model = build_efficientnet_lite(include_top=True, variant=variant)
@@ -125,6 +126,7 @@ def test_unknown_variant_is_refused():
         default_weights_path("lite9")
 
 
+@pytest.mark.slow
 def test_layer_names_are_stable():
     model = build_efficientnet_lite0(include_top=True)
     names = {layer.name for layer in model.layers}
@@ -147,6 +149,7 @@ def test_normalisation_is_inside_the_model():
     np.testing.assert_allclose(y.ravel(), [-127 / 128, 0.0, 128 / 128], atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size, grid", [(96, 3), (112, 4), (128, 4)])
 def test_any_input_size(size, grid):
     model = build_efficientnet_lite0((size, size, 3))
@@ -181,6 +184,7 @@ def test_reference_metadata(reference, variant):
     assert meta["max_abs_diff_logits"] < ATOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 @pytest.mark.parametrize("size", SIZES)
 def test_logits_match_torch(pretrained_full, reference, variant, size):
@@ -191,6 +195,7 @@ def test_logits_match_torch(pretrained_full, reference, variant, size):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 def test_top1_on_real_image_matches_torch(reference, variant):
     model = build_efficientnet_lite((224, 224, 3), include_top=True, weights="imagenet", variant=variant)
@@ -210,6 +215,7 @@ def test_variants_are_different_networks(reference):
     assert np.abs(lite0 - lite1).max() > 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 @pytest.mark.parametrize("pooling", [None, "avg"])
 def test_headless_loads_with_top_weights(pretrained_full, reference, variant, pooling):
@@ -228,6 +234,7 @@ def test_headless_loads_with_top_weights(pretrained_full, reference, variant, po
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS_WITH_WEIGHTS)
 def test_pretrained_works_at_96(reference, variant):
     model = build_efficientnet_lite((96, 96, 3), include_top=True, weights=_weights(variant), variant=variant)

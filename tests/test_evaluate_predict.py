@@ -250,6 +250,7 @@ def test_cli_evaluate_missing_folder(tiny_model, tmp_path, capsys):
     assert code == 2 and "UTKFACE_DIR" in err
 
 
+@pytest.mark.slow
 @pytest.mark.full_data
 def test_cli_evaluate_full_data(tiny_model, capsys):
     folder = os.environ["UTKFACE_DIR"]
@@ -354,6 +355,7 @@ def test_cli_predict_missing_model(tmp_path, bad_folder, good_names, capsys):
     assert code == 2 and "not found" in err
 
 
+@pytest.mark.slow
 def test_console_script_predict_json(tiny_model, bad_folder, good_names):
     """The installed entry point prints pure JSON on stdout (logs go elsewhere)."""
     exe = Path(sys.executable).with_name("agegender")

@@ -38,6 +38,7 @@ def exported(tiny_model, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_export_is_recorded_and_matches(exported, tiny_model):
     record = json.loads(exported.with_suffix(".json").read_text())["tflite"]
     lite = exported.with_suffix(".tflite")
@@ -109,6 +110,7 @@ def test_stale_or_damaged_export_is_not_served(exported, tmp_path):
         load_serving_model(folder / "other.tflite")
 
 
+@pytest.mark.slow
 def test_export_refused_when_it_differs(tiny_model, tmp_path, monkeypatch):
     import agegender.serving.export as export
 
@@ -156,6 +158,7 @@ def test_export_check_of_read_out_ages_and_gender():
     assert _refusal(prediction_differences(_outputs([30, 40], [0.2, 0.9]), _outputs([30.02, 40], [0.2, 0.9]))) is None
 
 
+@pytest.mark.slow
 def test_export_of_a_distribution_model_records_and_checks_its_distributions(tmp_path, monkeypatch):
     import agegender.serving.export as export
     from agegender.models import build_small_resnet, with_age_readout
@@ -186,6 +189,7 @@ def _assert_converts(model, tmp_path, side: int) -> None:
     np.testing.assert_allclose(lite["age_dist"], keras_out["age_dist"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_median_readout_converts(tmp_path):
     """The median read-out (cumsum + gather) survives the TFLite conversion."""
     from agegender.models import build_small_resnet, with_age_readout
@@ -193,6 +197,7 @@ def test_median_readout_converts(tmp_path):
     _assert_converts(with_age_readout(build_small_resnet(input_shape=(32, 32, 3), widths=(8,)), "median"), tmp_path, 32)
 
 
+@pytest.mark.slow
 def test_central_crop_converts(tmp_path):
     """AgeNet with a central crop (a slice of the input) survives the TFLite conversion."""
     from agegender.models import build_agenet

@@ -34,6 +34,7 @@ def test_the_age_weight_is_the_one_with_the_lowest_val_error_and_ties_go_to_agen
     assert best == AGE_MIX_WEIGHTS[0] == 1.0
 
 
+@pytest.mark.slow
 def test_age_heads_learn_age_from_features_that_carry_it():
     rng = np.random.default_rng(0)
     ages = rng.integers(1, 90, 1500)

@@ -132,6 +132,7 @@ def _test_faces(folder, card):
     return images
 
 
+@pytest.mark.slow
 def test_add_descriptor_without_age_head_keeps_agenets_ages_and_mixes_gender_chosen_on_val(base_model, tiny_folder,
                                                                                            tmp_path, capsys):
     code = main(["add-descriptor", str(base_model), "--name", "mixed", "--data", str(tiny_folder),
@@ -154,6 +155,7 @@ def test_add_descriptor_without_age_head_keeps_agenets_ages_and_mixes_gender_cho
     assert card["metrics"]["test"]["age_mae"] == pytest.approx(base_card["metrics"]["test"]["age_mae"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_add_descriptor_mixes_the_age_heads_distribution_by_the_weight_chosen_on_val(base_model, tiny_folder,
                                                                                       tmp_path, capsys):
     assert main(["add-descriptor", str(base_model), "--name", "aged", "--data", str(tiny_folder),
@@ -181,6 +183,7 @@ def test_add_descriptor_mixes_the_age_heads_distribution_by_the_weight_chosen_on
     np.testing.assert_allclose(served["p_female"], gender_only["p_female"], atol=1e-6)  # the age head leaves gender alone
 
 
+@pytest.mark.slow
 def test_gender_heads_on_the_inner_features_mix_by_the_weight_chosen_on_val_and_leave_ages_alone(
         base_model, tiny_folder, tmp_path):
     out = ["--data", str(tiny_folder), "--models-dir", str(tmp_path)]
@@ -201,6 +204,7 @@ def test_gender_heads_on_the_inner_features_mix_by_the_weight_chosen_on_val_and_
     assert not np.allclose(served["p_female"], linear["p_female"], atol=1e-4) or chosen == 1.0
 
 
+@pytest.mark.slow
 def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads_are_refused(base_model, tmp_path):
     from agegender.models.add_descriptor import add_descriptor
     from agegender.models.face_gender import fit_gender_heads
@@ -214,6 +218,7 @@ def test_gender_heads_learn_gender_from_features_that_carry_it_and_unknown_heads
         add_descriptor(base_model, "x", models_dir=tmp_path, gender_head="forest")
 
 
+@pytest.mark.slow
 def test_without_the_mirror_view_agenet_sees_the_face_alone(base_model, tiny_folder, tmp_path):
     assert main(["add-descriptor", str(base_model), "--name", "plain", "--data", str(tiny_folder), "--models-dir",
                  str(tmp_path), "--no-mirror", "--no-age-head", "--gender-head", "regression"]) == 0
@@ -244,6 +249,7 @@ def test_add_descriptor_refuses_what_it_cannot_mix(base_model, tiny_folder, tmp_
         assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_mixed_model_exports_and_serves_one_face(base_model, tiny_folder, tmp_path):
     from agegender.serving.export import export_with_test_images
     from agegender.serving.litert import TFLiteModel

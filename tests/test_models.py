@@ -168,6 +168,7 @@ def test_readout_errors():
         with_age_readout(build_seed_cnn(input_shape=(64, 64, 1)), "median")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["lite0", "lite1", "lite2"])
 def test_agenet_backbone_variants_load_their_imagenet_weights(backbone):
     from agegender.models import build_agenet
@@ -220,6 +221,7 @@ def test_central_crop_refuses_fractions_outside_0_1(fraction):
         build_agenet(input_shape=(40, 40, 3), backbone_weights=None, crop_fraction=fraction)
 
 
+@pytest.mark.slow
 def test_agenet_crop_fraction_feeds_the_backbone_the_centre(tmp_path):
     """The backbone sees exactly the central crop, and the model saves and loads with it."""
     from agegender.models import build_agenet

@@ -71,6 +71,7 @@ def test_notebooks_store_no_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has stored outputs"
 
 
+@pytest.mark.slow
 def test_01_eda(workdir):
     records = run("01_eda", workdir, data_dir=str(SAMPLE_DIR), figures_dir=str(workdir / "figures"))
     assert records["n_images"] == 400
@@ -78,6 +79,7 @@ def test_01_eda(workdir):
     assert (workdir / "figures" / "label_distributions.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_02_preprocessing(workdir):
     records = run("02_preprocessing", workdir, data_dir=str(SAMPLE_DIR), image_size=64, color_mode="rgb")
     assert records["images_shape"] == [400, 64, 64, 3]
@@ -85,6 +87,7 @@ def test_02_preprocessing(workdir):
     assert records["cached_seconds"] < 5
 
 
+@pytest.mark.slow
 def test_03_train_writes_only_under_runs(checkout, workdir):
     records = run("03_train_cnn", workdir, checkout / "notebooks", data_dir=str(SAMPLE_DIR),
                   overrides={"epochs": 1, "batch_size": 32, "max_train_minutes": 0, "name": "nb_seed"})
@@ -95,6 +98,7 @@ def test_03_train_writes_only_under_runs(checkout, workdir):
     assert (out / "nb_seed.keras").exists() and (out / "nb_seed.json").exists()
 
 
+@pytest.mark.slow
 def test_04_evaluate(tiny_model, workdir):
     import json
 
@@ -108,6 +112,7 @@ def test_04_evaluate(tiny_model, workdir):
     assert (workdir / "figures" / "tiny_confusion_matrix.png").exists()
 
 
+@pytest.mark.slow
 def test_06_transfer_vgg16_mechanics(checkout, workdir):
     records = run("06_transfer_vgg16", workdir, checkout / "notebooks", data_dir=str(SAMPLE_DIR), weights=None,
                   recipe_overrides={"head_epochs": 1, "finetune_epochs": 1, "limit": 16, "image_size": 64,
@@ -118,6 +123,7 @@ def test_06_transfer_vgg16_mechanics(checkout, workdir):
     assert records["predicted_faces"] == 3
 
 
+@pytest.mark.slow
 def test_05_train_best(checkout, tiny_model, workdir):
     """The committed config trains (tiny overrides), is compared with another model and exported for serving."""
     import json

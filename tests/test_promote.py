@@ -56,6 +56,7 @@ def test_find_model_in_a_run_folder(tiny_model, tmp_path):
         find_model(card_path(folder / "other.keras"))
 
 
+@pytest.mark.slow
 def test_promote_checks_the_export_then_copies(tiny_model, tmp_path, capsys):
     from agegender.serving.export import export_with_test_images
 
@@ -115,6 +116,7 @@ def test_promote_without_export_removes_the_replaced_models_stale_export(tiny_mo
     assert not (shipped / "cand.tflite").exists() and (shipped / "cand.keras").is_file()
 
 
+@pytest.mark.slow
 def test_promote_under_another_name_renames_the_export_and_keeps_the_trained_name(tiny_model, tmp_path):
     from agegender.serving.export import export_with_test_images
     from agegender.serving.litert import TFLiteModel

@@ -18,6 +18,7 @@ def _rates(schedule, steps) -> np.ndarray:
     return np.array([float(schedule(step)) for step in steps])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings", [WARMUP, NO_WARMUP], ids=["warm-up", "no warm-up"])
 def test_unshortened_schedule_is_keras_cosine_bit_for_bit(settings):
     """A run that fits its budget must train exactly as before the budgeted schedule existed."""
@@ -27,6 +28,7 @@ def test_unshortened_schedule_is_keras_cosine_bit_for_bit(settings):
     assert BudgetedCosineDecay(**settings).end_step == 1050
 
 
+@pytest.mark.slow
 def test_shortened_schedule_goes_on_from_the_current_rate_and_ends_at_the_new_end():
     schedule, original = BudgetedCosineDecay(**WARMUP), BudgetedCosineDecay(**WARMUP)
     schedule.finish_by(500, 800)

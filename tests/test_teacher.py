@@ -63,6 +63,7 @@ def test_descriptor_head_shares_weights_and_is_dropped_again():
     np.testing.assert_allclose(served(x)["age_out"], model(x)["age_out"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_with_a_teacher(tiny_folder, tmp_path):
     names = [p.name for p in tiny_folder.iterdir()]
     teacher = write_descriptors(tmp_path / "teacher.npz", names)
@@ -85,6 +86,7 @@ def test_teacher_of_other_data_is_refused_before_training(tiny_folder, tmp_path)
     assert not (tmp_path / "runs" / "taught" / "checkpoint.keras").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_run_with_a_teacher_resumes_with_its_head(tiny_folder, tmp_path, monkeypatch):
     names = [p.name for p in tiny_folder.iterdir()]
     teacher = write_descriptors(tmp_path / "teacher.npz", names)
@@ -143,6 +145,7 @@ def test_distilled_gender_targets_keep_children_and_faces_without_descriptor():
         distilled_gender_targets(genders, ages, probabilities, has, weight=1.5, min_age=13)
 
 
+@pytest.mark.slow
 def test_training_with_the_teachers_gender(tiny_folder, tmp_path, monkeypatch):
     names = [p.name for p in tiny_folder.iterdir()]
     teacher = write_descriptors(tmp_path / "teacher.npz", names)

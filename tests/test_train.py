@@ -192,6 +192,7 @@ def _state(run_dir):
     return json.loads((run_dir / "state.json").read_text())
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes(tiny_folder, tmp_path, monkeypatch):
     models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
     run_dir = runs_dir / "resume"
@@ -246,6 +247,7 @@ def test_interrupted_run_resumes(tiny_folder, tmp_path, monkeypatch):
     assert spy.iterations[0] == 0
 
 
+@pytest.mark.slow
 def test_changed_config_starts_over(tiny_folder, tmp_path, monkeypatch):
     """Resuming needs the identical config: a finished 1-epoch run asked for 2 epochs trains both again."""
     models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
@@ -285,6 +287,7 @@ def test_config_from_dict_rejects_unknown_keys():
     assert TrainConfig(model="small_resnet", name="x").output_name == "x"
 
 
+@pytest.mark.slow
 def test_second_stage_starts_from_the_first(tiny_model, tmp_path, monkeypatch):
     """``init_weights`` by bare name: the model of an earlier stage in the same models folder."""
     models_dir = tmp_path / "models"
@@ -314,6 +317,7 @@ def test_config_from_json_with_overrides(tmp_path):
         TrainConfig.from_json(path, epoch=1)
 
 
+@pytest.mark.slow
 def test_age_readout_chosen_on_val_and_changed_without_retraining(tiny_folder, tmp_path, monkeypatch):
     """``age_readout="val"`` keeps the read-out with the lower val MAE; switching it later re-finishes, not retrains."""
     models_dir, runs_dir = tmp_path / "models", tmp_path / "runs"
@@ -338,6 +342,7 @@ def test_age_readout_chosen_on_val_and_changed_without_retraining(tiny_folder, t
     assert json.loads((runs_dir / "readout" / "config.json").read_text())["age_readout"] == other
 
 
+@pytest.mark.slow
 def test_weight_average_is_the_final_model_also_when_refinished(tiny_folder, tmp_path):
     """``ema_momentum``: the model written is the moving average of the weights, not the last step's weights,
     and re-finishing the completed run from its checkpoint (raw weights + averages) writes the same model."""
@@ -356,6 +361,7 @@ def test_weight_average_is_the_final_model_also_when_refinished(tiny_folder, tmp
 
 
 # -- refit on train + val -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_refit_fits_on_train_and_val_and_marks_val_in_sample(tiny_folder, tmp_path, monkeypatch):
     """``train_on_val``: the network sees the 40 train and 10 val faces; val figures are flagged, test is not."""
     fitted: list[tuple[int, int]] = []
@@ -401,6 +407,7 @@ def _record_datasets(monkeypatch) -> list[dict]:
     return calls
 
 
+@pytest.mark.slow
 def test_low_resolution_erasing_and_mixup_reach_training_only(tiny_folder, tmp_path, monkeypatch):
     """``augment_low_resolution``, ``augment_erase`` and ``mixup_alpha`` are handed to the training batches;
     validation images stay as they are."""
@@ -416,6 +423,7 @@ def test_low_resolution_erasing_and_mixup_reach_training_only(tiny_folder, tmp_p
             card["config"]["mixup_alpha"]) == (0.25, 0.5, 0.2)
 
 
+@pytest.mark.slow
 def test_gender_loss_balances_by_a_power_of_its_own(tiny_folder, tmp_path, monkeypatch):
     """``age_balance_gender``: the age losses keep ``age_balance``'s weights, the gender loss gets its own
     (here none), and a run with per-output weights trains to the end."""
@@ -444,6 +452,7 @@ def test_training_sample_weights_share_one_array_unless_gender_differs(gender_po
     assert train_module.training_sample_weights(TrainConfig(model="agenet"), ages, ["gender_out"]) is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs, completed, stopped", [(3, 1, True), (1, 1, False)])
 def test_budget_stops_before_an_epoch_that_would_not_fit(tiny_folder, tmp_path, epochs, completed, stopped):
     """A budget far below one epoch's time stops a run after its first epoch; a run that had no next epoch
@@ -479,6 +488,7 @@ BUDGET_CONFIG = {**RESUME_CONFIG, "name": "slow", "epochs": 4, "schedule": "cosi
                  "max_train_minutes": 100 / 60}  # 30 s epochs: 3 fit in 100 s, 4 do not
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shorten", [True, False])
 def test_budget_shortens_the_schedule_of_a_run_that_would_overrun(tiny_folder, tmp_path, monkeypatch, shorten):
     """Both runs stop after 3 of 4 epochs; the one whose schedule was shortened ends at the rate's floor,
@@ -500,6 +510,7 @@ def test_budget_shortens_the_schedule_of_a_run_that_would_overrun(tiny_folder, t
         assert rate > 10 * floor
 
 
+@pytest.mark.slow
 def test_run_that_fits_its_budget_keeps_its_schedule(tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module._EpochCheckpoint, "clock", _SlowClock(30.0))
     config = TrainConfig(**{**BUDGET_CONFIG, "max_train_minutes": 121 / 60})
@@ -509,6 +520,7 @@ def test_run_that_fits_its_budget_keeps_its_schedule(tiny_folder, tmp_path, monk
     assert "schedule_end_epoch" not in card["training"]
 
 
+@pytest.mark.slow
 def test_slow_first_epoch_does_not_shorten_a_run_that_fits_at_its_steady_pace(tiny_folder, tmp_path, monkeypatch):
     """A first epoch twice as slow (tracing) would forecast one more epoch only; the schedule is cut by the
     pace of the epochs after it, at which all four fit (60 + 3 x 30 = 150 s of 155)."""
@@ -521,6 +533,7 @@ def test_slow_first_epoch_does_not_shorten_a_run_that_fits_at_its_steady_pace(ti
     assert _state(tmp_path / "runs" / "slow")["tracing_epochs"] == [0]
 
 
+@pytest.mark.slow
 def test_shortened_schedule_is_kept_when_the_run_resumes(tiny_folder, tmp_path, monkeypatch):
     """Interrupted after the shortening (after epoch 2, the first with a steady pace), the resumed run goes on
     with the shortened schedule from its checkpoint and stops where it ends, as the uninterrupted run does;
@@ -581,6 +594,7 @@ def test_next_epoch_time_is_scaled_to_its_input_size():
     assert train_module.predicted_epoch_seconds([10.0, 12.0], [(32, 3)]) == pytest.approx(11.0)
 
 
+@pytest.mark.slow
 def test_budget_stop_in_a_small_stage_is_named(tiny_folder, tmp_path, caplog):
     config = TrainConfig(**{**PROGRESSIVE_CONFIG, "max_train_minutes": 1e-4})
     with caplog.at_level("WARNING", logger="agegender.training.loop"):
@@ -604,6 +618,7 @@ def test_resolution_stages_refuse_what_cannot_work(changes, message):
         train_module.resolution_stages(TrainConfig(**{**PROGRESSIVE_CONFIG, **changes}))
 
 
+@pytest.mark.slow
 def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_folder, tmp_path, monkeypatch):
     """Epochs 1-2 see 16 and 24 px batches, the last 32 px; validation is always at 32 px; with weight averaging
     each stage goes on from the raw weights (not the average fit() swaps in at its end); the saved model
@@ -626,6 +641,7 @@ def test_progressive_resizing_trains_small_first_and_serves_at_full_size(tiny_fo
     assert not np.allclose(final_kernel, spy.end_kernel[-1])  # the model written is the weight average
 
 
+@pytest.mark.slow
 def test_progressive_run_resumed_at_a_stage_boundary_goes_on_at_the_next_size(tiny_folder, tmp_path, monkeypatch):
     calls = _record_datasets(monkeypatch)
     config = TrainConfig(**PROGRESSIVE_CONFIG)

@@ -61,6 +61,7 @@ def test_local_weights_file_is_used(tmp_path):
                                   base.get_layer("block1_conv1").get_weights()[0])
 
 
+@pytest.mark.slow
 def test_two_phase_training_saves_a_model_that_predicts(tiny_folder, tmp_path):
     recipe = VGG16Recipe(name="vgg_tiny", weights=None, image_size=48, batch_size=8, head_epochs=1,
                          finetune_epochs=1, limit=8)
