@@ -6,18 +6,15 @@ enlarged back (bilinear) before the model, on UTKFace val and on FG-NET's larges
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from agegender.data import load_utkface
-from agegender.data.images import open_image
 from agegender.data.preprocess import load_split_arrays
-from agegender.evaluation.photos import largest_face_index, read_labels
-from agegender.serving.faces import crop_face
 from agegender.serving.modelio import input_resize
 from agegender.serving.predict import Predictor
+from _photos import model_inputs
 
 CAPS = (None, 96, 80, 64)
 
@@ -35,19 +32,11 @@ def main() -> None:
     parser.add_argument("fgnet")
     parser.add_argument("models", nargs="+")
     args = parser.parse_args()
-    photos = read_labels(Path(args.fgnet) / "labels.csv", args.fgnet)
     frame = load_utkface()
     val = frame[frame["split"] == "val"]
     for path in args.models:
         predictor = Predictor.load(path)
-        crops, ages = [], []
-        for photo in photos:
-            rgb = np.asarray(open_image(photo.path))
-            found = predictor.detector.detect(rgb)
-            if found:
-                crops.append(predictor.prepare(crop_face(rgb, found[largest_face_index([f.box for f in found])])))
-                ages.append(photo.age)
-        crops, ages = np.stack(crops), np.asarray(ages)
+        crops, ages = model_inputs(predictor, args.fgnet)
         card = predictor.card
         val_images, val_rows, _ = load_split_arrays(val, card["input"]["image_size"], card["input"]["color_mode"],
                                                     resize=input_resize(card), progress=False)

@@ -14,10 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agegender.data.images import open_image
-from agegender.evaluation.photos import largest_face_index, read_labels
-from agegender.serving.faces import crop_face
 from agegender.serving.predict import Predictor
+from _photos import largest_faces
 
 
 def cap(side):
@@ -55,17 +53,11 @@ def main() -> None:
     parser.add_argument("--out", default="runs/fgnet_levers.json")
     args = parser.parse_args()
     predictor = Predictor.load(args.model)
-    photos = read_labels(Path(args.folder) / "labels.csv", args.folder)
-    images, faces = [], []
-    for photo in photos:
-        rgb = np.asarray(open_image(photo.path))
-        found = predictor.detector.detect(rgb)
-        images.append(rgb)
-        faces.append(found[largest_face_index([f.box for f in found])] if found else None)
+    photos, found = largest_faces(predictor, args.folder)
+    images, faces = [rgb for rgb, _ in found], [face for _, face in found]
     ages = np.array([p.age for p in photos])
     has = np.array([f is not None for f in faces])
     results = {}
-    import agegender.serving.faces as faces_module
     for name in args.variants.split(","):
         border, transform = VARIANTS[name]
         crops = []

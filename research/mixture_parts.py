@@ -8,18 +8,15 @@ age MAE and bias of the median age. FG-NET faces go through the whole-photo path
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import keras
 import numpy as np
 
 from agegender.data import load_utkface
-from agegender.data.images import open_image
 from agegender.data.preprocess import load_split_arrays
-from agegender.evaluation.photos import largest_face_index, read_labels
-from agegender.serving.faces import crop_face
 from agegender.serving.modelio import input_resize, load_model
 from agegender.serving.predict import Predictor
+from _photos import model_inputs
 
 
 def medians(dist: np.ndarray) -> np.ndarray:
@@ -34,19 +31,12 @@ def main() -> None:
     model, card = load_model(args.model)
     parts = keras.Model(model.input, model.get_layer("age_dist").input)
     predictor = Predictor.load(args.model)
-    photos = read_labels(Path(args.fgnet) / "labels.csv", args.fgnet)
-    crops, fg_ages = [], []
-    for photo in photos:
-        rgb = np.asarray(open_image(photo.path))
-        found = predictor.detector.detect(rgb)
-        if found:
-            crops.append(predictor.prepare(crop_face(rgb, found[largest_face_index([f.box for f in found])])))
-            fg_ages.append(photo.age)
+    crops, fg_ages = model_inputs(predictor, args.fgnet)
     frame = load_utkface()
     val = frame[frame["split"] == "val"]
     val_images, val_rows, _ = load_split_arrays(val, card["input"]["image_size"], card["input"]["color_mode"],
                                                 resize=input_resize(card), progress=False)
-    sets = {"val": (val_images, val_rows["age"].to_numpy(float)), "fgnet": (np.stack(crops), np.asarray(fg_ages))}
+    sets = {"val": (val_images, val_rows["age"].to_numpy(float)), "fgnet": (crops, fg_ages)}
     outs = {name: [np.asarray(v) for v in parts.predict(x.astype("float32"), batch_size=64, verbose=0)]
             for name, (x, _) in sets.items()}
     print(f"model weight of AgeNet's distribution: {card['face_descriptor']['age_head']['agenet_dist_weight']}")
