@@ -44,10 +44,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for path in args.models or [str(default_model_path())]:
         metrics = evaluate_photos(args.folder, model_path=path)
-        name = read_card(path).get("name", os.path.basename(path))
-        print(row(name, metrics), flush=True)
+        card = read_card(path)
+        print(row(card.get("name", os.path.basename(path)), metrics), flush=True)
         if args.update_card:
-            card = read_card(path)
             summary = {k: v for k, v in metrics.items() if k not in ("failures", "model", "folder", "labels")}
             card.setdefault("metrics", {})["fgnet"] = {**summary, "command": "benchmarks/fgnet.py --update-card"}
             write_json_atomic(card_path(path), card)
