@@ -1,4 +1,4 @@
-"""Command line: ``agegender train | train-vgg16 | add-descriptor | evaluate | export | promote | predict``."""
+"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | export | promote | predict``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,17 @@ def _add_descriptor(args: argparse.Namespace) -> int:
           f"{card['face_descriptor']['agenet_logit_weight']}{age_weight}, chosen on val); val age MAE {val['age_mae']:.2f} y, "
           f"gender {100 * val['gender_accuracy']:.2f} % ({card['training']['wall_seconds'] / 60:.1f} training minutes in "
           f"all; {VAL_ONLY})")
+    return 0
+
+
+def _cap_detail(args: argparse.Namespace) -> int:
+    from .training.cap_detail import cap_detail
+
+    card = cap_detail(args.model, args.side, args.name, args.data, models_dir=_output_dir(args.models_dir, args.name))
+    val, base = card["metrics"]["val"], card["detail_cap"]["base_model"]["metrics"]["val"]
+    print(f"{card['name']}: {card['detail_cap']['base_model']['file']} with its inputs' detail capped at "
+          f"{args.side} px; val age MAE {val['age_mae']:.3f} y (uncapped {base['age_mae']:.3f}), gender "
+          f"{100 * val['gender_accuracy']:.2f} % ({100 * base['gender_accuracy']:.2f}); {VAL_ONLY}")
     return 0
 
 
@@ -213,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-age-head", action="store_true",
                    help="gender only: no age head on the descriptor's inner features (AgeNet's ages unchanged)")
     p.set_defaults(func=_add_descriptor)
+
+    p = sub.add_parser("cap-detail", help="a trained model with every input's detail capped at N px (in the graph)")
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--side", type=int, required=True,
+                   help="shrink each input to this side (area) and enlarge it back (bilinear): the default recipe "
+                        "uses 80 for 128 px faces (research/domain_robustness.md)")
+    p.add_argument("--name", required=True, help="the new model's name: written as runs/NAME/NAME.keras")
+    p.add_argument("--data", help="UTKFace folder the model was trained on (default: as for train)")
+    p.add_argument("--models-dir", help="where the new model and card go (default: runs/NAME/)")
+    p.set_defaults(func=_cap_detail)
 
     p = sub.add_parser("evaluate", help="metrics on the test split of a UTKFace folder, or on labelled photos (--photos)")
     p.add_argument("folder", nargs="?", help="UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")

@@ -99,6 +99,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     augment: bool = False
     augment_low_resolution: float = 0.0  # with augment: probability of a blurred, low-resolution copy per image
+    low_resolution_keep: list[float] = field(default_factory=lambda: [0.2, 0.8])  # ... its side, as a share of the input's
     augment_erase: float = 0.0  # with augment: probability of one rectangle of noise per image (random erasing)
     augment_photo: float = 0.0  # with augment: probability of a re-captured look per image (pipeline.photo_capture)
     mixup_alpha: float = 0.0  # 0 = off; else training batches are mixup blends, shares drawn from Beta(alpha, alpha)
@@ -131,11 +132,12 @@ class TrainConfig:
     # stages after training (agegender.training.recipe): the face descriptor step, then the TFLite export for serving
     add_descriptor: bool = False  # add dlib's face network with gender and age heads (agegender add-descriptor)
     descriptor_augment: bool = False  # ... its heads fitted on augmented copies of the training faces
+    detail_cap: int | None = None  # cap every input's detail at N px, in the graph (agegender cap-detail); None = off
     export: str | None = None  # "float16" or "none": write the TFLite export beside the final model; None = no export
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
     POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom", "add_descriptor",
-                                                                    "descriptor_augment", "export"})
+                                                                    "descriptor_augment", "detail_cap", "export"})
 
     @property
     def output_name(self) -> str:

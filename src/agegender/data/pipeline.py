@@ -134,11 +134,11 @@ def photo_capture(images: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.
 
 
 def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.0, erase: float = 0.0,
-                  photo: float = 0.0) -> tf.Tensor:
+                  photo: float = 0.0, low_resolution_keep: tuple[float, float] = LOW_RESOLUTION_RANGE) -> tf.Tensor:
     """Flip, shift/zoom (one crop_and_resize), optionally low resolution, brightness and contrast, optionally erasing.
 
     Images are float 0..255. ``low_resolution`` is the probability of :func:`degrade_resolution` per image and
-    ``erase`` that of :func:`erase_rectangles`, ``photo`` that of :func:`photo_capture`; at 0 the draws of the other augmentations are exactly those of the
+    ``erase`` that of :func:`erase_rectangles` (``low_resolution_keep``: the range of the reduced side), ``photo`` that of :func:`photo_capture`; at 0 the draws of the other augmentations are exactly those of the
     recipes trained before the options existed (erasing draws from its own seed, folded out of ``seed``).
     """
     batch = tf.shape(images)[0]
@@ -151,7 +151,7 @@ def augment_batch(images: tf.Tensor, seed: tf.Tensor, low_resolution: float = 0.
     boxes = tf.concat([centre - scale / 2, centre + scale / 2], axis=1)
     images = tf.image.crop_and_resize(images, boxes, tf.range(batch), size, extrapolation_value=0.0)
     if low_resolution:
-        images = degrade_resolution(images, seeds[5], low_resolution)
+        images = degrade_resolution(images, seeds[5], low_resolution, tuple(low_resolution_keep))
     if photo:
         images = photo_capture(images, tf.random.experimental.stateless_fold_in(seed, 7), photo)
     brightness = tf.random.stateless_uniform((batch, 1, 1, 1), seeds[3], -25.0, 25.0)
@@ -197,7 +197,8 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
                  sample_weights: np.ndarray | dict[str, np.ndarray] | None = None,
                  extra_targets: dict[str, np.ndarray] | None = None,
                  low_resolution: float = 0.0, erase: float = 0.0, photo: float = 0.0, mixup: float = 0.0,
-                 image_size: int | None = None) -> tf.data.Dataset:
+                 image_size: int | None = None,
+                 low_resolution_keep: tuple[float, float] = LOW_RESOLUTION_RANGE) -> tf.data.Dataset:
     """Batches of ``(float32 images, {"gender_out", "age_out"[, "age_dist"], *extra_targets}[, weights])``.
 
     ``sample_weights`` is one weight per image for every loss, or a dict of them keyed by target name
@@ -209,6 +210,8 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     """
     if mixup < 0:
         raise ValueError(f"mixup_alpha is 0 (off) or the positive alpha of Beta(alpha, alpha), not {mixup}")
+    if not 0.0 < low_resolution_keep[0] <= low_resolution_keep[1] <= 1.0:
+        raise ValueError(f"low_resolution_keep is a range of side shares within (0, 1], not {list(low_resolution_keep)}")
     for setting, probability in (("augment_low_resolution", low_resolution), ("augment_erase", erase),
                                  ("augment_photo", photo)):
         if not 0.0 <= probability <= 1.0:
@@ -240,7 +243,8 @@ def make_dataset(images: np.ndarray, ages: np.ndarray, genders: np.ndarray, *, b
     if training and augment:
         counter = tf.data.Dataset.random(seed=seed).batch(2)
         ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution, erase, photo), *batch[1:]),
+            lambda batch, s: (augment_batch(batch[0], tf.cast(s, tf.int32) % 2**30, low_resolution, erase, photo,
+                                                low_resolution_keep), *batch[1:]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if age_distribution:
         def add_soft_labels(x, y, *rest):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import MAX_AGE, chosen_data_dir, resolve_data_dir
+from .duplicates import set_aside_duplicates
 from .images import IMAGE_EXTENSIONS, has_image_signature
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ def _hash_position(name: str) -> float:
 def split_of(name: str) -> str:
     """train/val/test (80/10/10) from a stable hash of the file's base name alone.
 
-    A file's split never depends on which other files are present.
+    A file's split never depends on which other files are present; :func:`load_utkface` then sets aside
+    byte-identical copies (:mod:`agegender.data.duplicates`), which is the one thing other files decide.
     """
     u = _hash_position(name)
     if u < SPLIT_FRACTIONS["train"]:
@@ -113,8 +115,9 @@ class SkipReport:
 def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport | None = None) -> pd.DataFrame:
     """Read a flat UTKFace folder into a DataFrame.
 
-    Columns: ``path, filename, age, gender (0 male, 1 female), race (nullable Int64), split``.
-    Names that don't parse, non-image files and empty files are skipped and
+    Columns: ``path, filename, age, gender (0 male, 1 female), race (nullable Int64), split``. ``split`` is
+    train, val, test, or ``"duplicate"`` for copies set aside (:mod:`agegender.data.duplicates`; the names by
+    reason are in ``frame.attrs["set_aside"]``). Names that don't parse, non-image files and empty files are skipped and
     reported (logged, and collected in ``report`` when one is passed), never raised.
     Images whose content turns out corrupt are dropped later, when decoded. Without ``folder``, ``$UTKFACE_DIR``
     or ``data/UTKFace/`` this reads the bundled sample, and says so: its figures are for trying the workflow.
@@ -155,6 +158,10 @@ def load_utkface(folder: str | os.PathLike | None = None, *, report: SkipReport 
     frame["gender"] = frame["gender"].astype("int8")
     if frame.empty:
         raise ValueError(f"no usable UTKFace images in {root} ({report.summary()})")
+    frame, set_aside = set_aside_duplicates(frame)
+    frame.attrs["set_aside"] = set_aside
+    if any(set_aside.values()):
+        log.info("%s: set aside %s", root, "; ".join(f"{len(names)} {reason}" for reason, names in set_aside.items()))
     return frame
 
 

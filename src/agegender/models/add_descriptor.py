@@ -116,7 +116,8 @@ def augmented_faces(images: np.ndarray, config: TrainConfig, seed: int = 0, batc
     for start in range(0, len(images), batch_size):
         batch = tf.constant(np.asarray(images[start:start + batch_size], "float32"))
         out.append(augment_batch(batch, tf.constant([seed, start], tf.int32), config.augment_low_resolution,
-                                 config.augment_erase, config.augment_photo).numpy())
+                                 config.augment_erase, config.augment_photo,
+                                 tuple(config.low_resolution_keep)).numpy())
     return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), "float32")
 
 

@@ -152,6 +152,7 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
     import keras
 
     from ..models import builders as _builders  # noqa: F401  (registers the custom layers for loading)
+    from ..models import detail_cap as _detail_cap  # noqa: F401
 
     try:
         model = keras.saving.load_model(path, compile=compile)

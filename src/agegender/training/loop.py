@@ -221,7 +221,9 @@ def load_arrays(config: TrainConfig, folder: str | os.PathLike | None,
                  "fingerprint": dataset_fingerprint(frame), "split_counts": split_counts(frame),
                  "used_counts": {s: int(len(a[1])) for s, a in arrays.items()},
                  "skipped": report.to_dict(), "undecodable": len(undecodable),
-                 "split": {"method": "sha1(file name) -> uniform in [0,1) -> train < 0.8 <= val < 0.9 <= test",
+                 "set_aside": {reason: len(names) for reason, names in frame.attrs.get("set_aside", {}).items()},
+                 "split": {"method": "sha1(file name) -> uniform in [0,1) -> train < 0.8 <= val < 0.9 <= test; "
+                                     "byte-identical copies set aside (agegender.data.duplicates)",
                            "fractions": SPLIT_FRACTIONS}}
     if exclusion:
         data_info["excluded"] = exclusion
@@ -236,7 +238,7 @@ def _excluded_training_faces(config: TrainConfig, frame: pd.DataFrame) -> tuple[
     if not config.exclude_faces:
         return set(), None
     listed, sha1 = read_face_list(config.exclude_faces)
-    held_out = frame[(frame["split"] != "train") & frame["filename"].isin(listed)]
+    held_out = frame[frame["split"].isin(["val", "test"]) & frame["filename"].isin(listed)]
     if not held_out.empty:
         raise FaceListError(f"{config.exclude_faces} lists {len(held_out)} val/test faces (e.g. "
                             f"{held_out['filename'].iloc[0]}); only training faces may be left out")
@@ -397,7 +399,7 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
                                             if training else None),
                             extra_targets={DESCRIPTOR_OUTPUT: teacher_targets[split]} if teacher_targets else None,
                             low_resolution=config.augment_low_resolution, erase=config.augment_erase,
-                            photo=config.augment_photo,
+                            photo=config.augment_photo, low_resolution_keep=tuple(config.low_resolution_keep),
                             mixup=config.mixup_alpha if training else 0.0, image_size=image_size)
 
     callbacks: list[keras.callbacks.Callback] = [
