@@ -107,11 +107,30 @@ def _cap_detail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _update_card(args: argparse.Namespace) -> int:
+    from .config import default_model_path
+    from .training.remeasure import remeasure_card
+
+    if args.all:
+        raise ValueError("--update-card measures the card's val and test splits; it does not go with --all")
+    path = Path(args.model) if args.model else default_model_path()
+    card = remeasure_card(path, args.folder)
+    counts = card["evaluated_on"]["used_counts"]
+    for split in ("val", "test"):
+        metrics = card["metrics"][split]
+        print(f"{card['name']} {split} ({counts[split]:,} faces): age MAE {metrics['age_mae']:.3f} y, gender "
+              f"{100 * metrics['gender_accuracy']:.2f} %")
+    print(f"written to the card beside {path} (the figures replaced are kept as metrics_before_remeasure)")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     if args.photos:
         return _evaluate_photos(args)
     if args.labels or args.predictions:
         raise ValueError("--labels and --predictions go with --photos (a folder of whole photos and a labels CSV)")
+    if args.update_card:
+        return _update_card(args)
     from .evaluation.metrics import evaluate_folder, format_report
 
     metrics = evaluate_folder(args.folder, args.model, use_all=args.all)
@@ -246,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --photos: columns file,age[,gender][,subject] (default: FOLDER/labels.csv)")
     p.add_argument("--predictions", metavar="OUT.csv", help="with --photos: also write one row per photo here")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--update-card", action="store_true",
+                   help="measure the model's val and test figures again on today's splits (after the split rules "
+                        "change) and store them in its card")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("promote", help="make a trained model (a run folder or its .keras file) a shipped one in models/")

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import MODELS_DIR, TrainConfig
+from ..config import MODELS_DIR
 from ..models.detail_cap import with_detail_cap
-from ..serving.inference import tta_settings
-from ..serving.modelio import file_sha256, load_model, require_same_data, save_model_atomic
-from .loop import load_arrays, split_metrics
+from ..serving.modelio import file_sha256, load_model, save_model_atomic
+from .remeasure import measured_metrics
 
 
 def cap_detail(model_path: str | os.PathLike, side: int, name: str, folder: str | os.PathLike | None = None, *,
@@ -33,11 +32,7 @@ def cap_detail(model_path: str | os.PathLike, side: int, name: str, folder: str 
     if output.resolve() == model_path.resolve():
         raise ValueError(f"{output} is the model it starts from; write the capped model under another name")
     capped = with_detail_cap(model, side)
-    config = TrainConfig.from_dict(card["config"])
-    arrays, data_info = load_arrays(config, folder, decode=("val", "test"))
-    require_same_data(card, model_path, data_info)
-    metrics = split_metrics(capped, tta_settings(card), arrays, arrays["train"][1],
-                            card.get("data", {}).get("fit_splits", ["train"]))
+    metrics, evaluated_on = measured_metrics(capped, card, model_path, folder)
     seconds = time.perf_counter() - start
     training = card.get("training", {})
     new_card = {
@@ -53,7 +48,7 @@ def cap_detail(model_path: str | os.PathLike, side: int, name: str, folder: str 
                                       "metrics": {split: {k: card["metrics"][split][k] for k in ("age_mae", "gender_accuracy")}
                                                   for split in ("val", "test") if split in card.get("metrics", {})}},
                        "step_seconds": round(seconds, 1)},
-        "evaluated_on": {k: data_info[k] for k in ("fingerprint", "used_counts", "set_aside")},
+        "evaluated_on": evaluated_on,
         "metrics": metrics,
     }
     if "wall_seconds_all_stages" in training:
