@@ -82,7 +82,7 @@ face-recognition-net: install
 	$(BIN)/python scripts/convert_face_recognition_net.py $$(test -f $(TEACHER) && echo --teacher $(TEACHER))
 
 ## dlib face descriptors of every UTKFace crop -> data/teacher/ (the distillation teacher of research/configs/agenet_v10.json;
-## and of benchmarks/face_descriptor_probe.py; dlib only in .venv-dlib; about 19 minutes on 2 cores).
+## and of research/probes/face_descriptor_probe.py; dlib only in .venv-dlib; about 19 minutes on 2 cores).
 DLIB_VENV ?= .venv-dlib
 TEACHER := data/teacher/dlib_descriptors.npz
 teacher:

@@ -1,4 +1,7 @@
-"""Shared by the error analyses: a model's predictions on the val and test splits."""
+"""Shared by the error analyses: a model's predictions on the val and test splits.
+
+Used by ``resolution_robustness.py`` here and by the lab's scripts in ``research/``, which put this folder on
+their path."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Shared by the speed benchmarks: a compiled AgeNet with a random batch, images/s of ``train_on_batch``
-after a warm-up, and the median latency of a call."""
+after a warm-up, and the median latency of a call. The lab's scripts in ``research/`` put this folder on their
+path to use it too."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ Run from the repository root (``agegender`` installed, or ``PYTHONPATH=src``)::
 ensemble recipe before the package was split into product and lab.
 
 Models with different backbones err on different faces more than two runs of one recipe do
-(``benchmarks/results/recipes.md``), so the mean of their P(female) and of their age distributions
+(``research/results/recipes.md``), so the mean of their P(female) and of their age distributions
 is better than either. The combined network is one Keras model with the outputs of a single AgeNet
 (``gender_out``, ``age_dist``, ``age_out``), so evaluation, export and serving treat it like any model;
 its age read-out is chosen on val like a trained model's, and its card adds up what the members'

@@ -18,6 +18,7 @@ from agegender.config import PROJECT_ROOT
 
 PACKAGE = Path(agegender.__file__).resolve().parent
 RESEARCH = PROJECT_ROOT / "research"
+BENCHMARKS = PROJECT_ROOT / "benchmarks"
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -31,12 +32,26 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_the_package_never_imports_research():
-    # research/ scripts run with research/ on the path, so its modules could be imported by their own names too
-    lab = {"research"} | {path.stem for path in RESEARCH.glob("*.py")}
-    offenders = {str(path.relative_to(PACKAGE)): sorted(_imported_modules(path) & lab)
-                 for path in sorted(PACKAGE.rglob("*.py"))}
+def _lab_modules() -> set[str]:
+    # research/ scripts run with their own folder on the path, so its modules could be imported by their own names too
+    lab = {"research"} | {path.stem for path in RESEARCH.rglob("*.py")}
+    assert {"ensemble", "recipe_ablation", "_photos"} <= lab  # research/ensemble.py, research/probes/...
+    return lab
+
+
+@pytest.mark.parametrize("folder", [PACKAGE, BENCHMARKS], ids=["src", "benchmarks"])
+def test_the_product_never_imports_research(folder):
+    offenders = {str(path.relative_to(folder)): sorted(_imported_modules(path) & _lab_modules())
+                 for path in sorted(folder.rglob("*.py"))}
     assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_benchmarks_hold_only_the_products_benchmarks():
+    """One-off probes live in research/probes/; benchmarks/ prints the product's figures."""
+    scripts = sorted(BENCHMARKS.glob("*.py"))
+    assert scripts and all(ast.get_docstring(ast.parse(path.read_text())) for path in scripts)
+    probes = [path.name for path in scripts if "probe" in ast.get_docstring(ast.parse(path.read_text())).lower()]
+    assert probes == [], f"probes belong in research/probes/: {probes}"
 
 
 _SERVE_TFLITE = """
@@ -104,4 +119,5 @@ def test_the_names_people_import_are_where_they_were():
     assert {"load_utkface", "parse_filename", "split_of", "SkipReport", "dataset_fingerprint"} <= set(data.__all__)
     commands = next(action.choices for action in build_parser()._actions
                     if isinstance(action, argparse._SubParsersAction))
-    assert set(commands) == {"train", "train-vgg16", "add-descriptor", "evaluate", "promote", "export", "predict"}
+    assert set(commands) == {"train", "train-vgg16", "add-descriptor", "cap-detail", "evaluate", "promote", "export",
+                             "predict"}

@@ -1,7 +1,7 @@
 """A trained AgeNet with dlib's face-recognition network beside it, for gender and age: `agegender add-descriptor`.
 
 dlib's network tells adults' gender apart about as well as AgeNet, but errs on other faces, so a mix of the two
-logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``); its 128-D descriptor
+logits is right more often than either (``research/results/face_descriptor_probe.md``); its 128-D descriptor
 knows little about age, but its inner blocks do (``face_age``). The combined network holds AgeNet unchanged, its
 mirror view inside the graph (the two views go through as a batch of two and are averaged, as
 ``predict_arrays(tta_flip=True)`` does outside; ``mirror=False`` leaves it out), and on the face alone the

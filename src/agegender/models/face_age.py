@@ -3,7 +3,7 @@
 dlib's 128-D descriptor is trained to ignore what changes within one person, so it knows little about age (ridge
 MAE 10 years). The blocks inside the same network do not: a small MLP on their mean-pooled outputs
 (``AGE_FEATURE_BLOCKS``, 704 features) predicts age about as well as AgeNet alone, and errs on other faces, so a
-mixture of the two distributions is better than either (``benchmarks/results/recipes.md``, ``agenet_fra``). The
+mixture of the two distributions is better than either (``research/results/recipes.md``, ``agenet_fra``). The
 features are computed once for the training faces (the network is fixed), so the heads train in seconds.
 """
 

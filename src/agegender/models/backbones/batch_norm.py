@@ -4,7 +4,7 @@ Keras 3's ``BatchNormalization`` computes the batch moments and the normalizatio
 element-wise ops (mean, squared difference, multiply, ..., and as many again in the backward pass).
 On a CPU each of those ops is a full pass over a large activation tensor, and in EfficientNet-Lite at
 128 px they took more of a training step than all the convolutions together
-(``benchmarks/results/finetune_throughput.md``, "Fused batch normalization"). TensorFlow's
+(``research/results/finetune_throughput.md``, "Fused batch normalization"). TensorFlow's
 ``FusedBatchNormV3`` (oneDNN's kernel on x86) does the same work in one pass forward and one backward,
 which makes an AgeNet training step about twice as fast.
 

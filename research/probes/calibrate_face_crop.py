@@ -1,6 +1,6 @@
 """Measure where UTKFace's aligned 200x200 crops lie relative to a detector's face box.
 
-    python benchmarks/calibrate_face_crop.py [--utkface DIR] [--n 500] [--detectors blazeface,mtcnn,haar]
+    python research/probes/calibrate_face_crop.py [--utkface DIR] [--n 500] [--detectors blazeface,mtcnn,haar]
 
 Each UTKFace crop is put in the middle of a 400x400 canvas (a 100 px border, reflected or
 flat grey) so the detector sees some context; the face nearest the canvas centre is taken.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -39,7 +39,7 @@ BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "grey": cv2.BORDER_CONSTANT}
 
 def default_utkface() -> Path:
     env = os.environ.get("UTKFACE_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "datasets" / "UTKFace"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets" / "UTKFace"
 
 
 def embed(path: Path, border: str) -> np.ndarray | None:

@@ -16,18 +16,20 @@ Per variant: file size, the median latency of one face (the interpreter alone, `
 val and test age MAE, gender accuracy and 60+ MAE, and how far its predictions are from the Keras model's
 (mean and largest age difference, share of faces given the same gender).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/quantization_probe.py [--model models/agenet.keras]
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/quantization_probe.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits, _timing, results_table
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

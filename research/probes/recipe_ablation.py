@@ -3,17 +3,17 @@
 Every figure comes from a card written by ``agegender train`` (measured at the end of that run). With
 ``--baseline``, a third table gives each run's differences from that card and the parts of the goal it misses;
 ``--summary`` prints instead one short row per run: what its recipe changed from the baseline's, its training
-minutes and its headline figures (the table in the README).
+minutes and its headline figures (the table in ``research/run_log.md``).
 
-    python benchmarks/recipe_ablation.py [--baseline models/agenet.json] benchmarks/results/cards/agenet_v1.json ...
+    python research/probes/recipe_ablation.py [--baseline models/agenet.json] research/cards/agenet_v1.json ...
 
-The tables in the README and in ``benchmarks/results/recipes.md`` are generated: each sits between
+The tables in ``research/run_log.md`` and ``research/results/recipes.md`` are generated: each sits between
 ``<!-- recipe_ablation.py ARGS -->`` and ``<!-- /recipe_ablation.py -->``, where ARGS are this script's arguments
 (paths relative to the repository). After adding a run's card to ARGS, rewrite every such table with
 
-    python benchmarks/recipe_ablation.py --update README.md benchmarks/results/recipes.md
+    python research/probes/recipe_ablation.py --update research/run_log.md research/results/recipes.md
 
-``tests/test_benchmarks.py`` fails when a committed table differs from what its cards give.
+``tests/test_research_probes.py`` fails when a committed table differs from what its cards give.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 from agegender.config import TrainConfig
 from agegender.evaluation.reference import band_maes, goal_misses
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # how a run was bounded, not what it learned from (a card records `stopped_by_budget` and any `schedule_end_epoch`)
 IGNORED = {"name", "max_train_minutes", "limit", "budget_shortens_schedule"}
 BLOCK = re.compile(r"(<!-- recipe_ablation\.py (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /recipe_ablation\.py -->)",

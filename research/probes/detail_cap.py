@@ -1,7 +1,7 @@
 """The serving-side detail cap of research/domain_robustness.md: each model input (128 px) shrunk to N px (area) and
 enlarged back (bilinear) before the model, on UTKFace val and on FG-NET's largest faces (whole-photo path).
 
-    UTKFACE_DIR=... .venv/bin/python research/detail_cap.py ../shared/datasets/fgnet MODEL [MODEL ...]
+    UTKFACE_DIR=... .venv/bin/python research/probes/detail_cap.py ../shared/datasets/fgnet MODEL [MODEL ...]
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ time on two cores; the ranking is what matters. ``--keras-batch-norm`` builds th
 ``BatchNormalization`` instead of the fused one (``agegender.models.backbones.batch_norm``), which is how the
 element-wise ops of the unfused layer were found.
 
-    python benchmarks/train_step_profile.py [--size 128] [--steps 2] [--top 15] [--keras-batch-norm]
+    python research/probes/train_step_profile.py [--size 128] [--steps 2] [--top 15] [--keras-batch-norm]
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _timing (shared with benchmarks/)
 
-from _timing import agenet_with_random_batch  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import agenet_with_random_batch  # noqa: E402
 
 
 def op_milliseconds(xspace_bytes: bytes) -> collections.Counter:

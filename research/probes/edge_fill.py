@@ -5,7 +5,7 @@ turn), so that part of it lies outside the photo and must be filled, as `crop_fa
 of a user's photo. Each fill (replicated border, black as the training augmentation's zoom-out and shift fill,
 reflection, mid-grey) is compared with the unshifted crop's prediction and with the true age.
 
-    UTKFACE_DIR=... .venv/bin/python research/edge_fill.py [--model M] [--shift 0.15]
+    UTKFACE_DIR=... .venv/bin/python research/probes/edge_fill.py [--model M] [--shift 0.15]
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 For each weight w of AgeNet's distribution in the mixture (the model's own is chosen on val), prints val and FG-NET
 age MAE and bias of the median age. FG-NET faces go through the whole-photo path (largest face, crop as served).
 
-    UTKFACE_DIR=... .venv/bin/python research/mixture_parts.py ../shared/datasets/fgnet [--model M]
+    UTKFACE_DIR=... .venv/bin/python research/probes/mixture_parts.py ../shared/datasets/fgnet [--model M]
 """
 from __future__ import annotations
 

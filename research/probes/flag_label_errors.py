@@ -1,12 +1,12 @@
 """List the training faces whose gender label a model trained on them still confidently contradicts.
 
 A model fits most training labels, right or wrong, so a training face it contradicts with P(the other gender)
-above the threshold is a likely label error (``benchmarks/results/gender_disagreements.md``: on val, most faces
+above the threshold is a likely label error (``research/results/gender_disagreements.md``: on val, most faces
 two models contradicted above 0.9 plainly showed the other gender). The list is what the training setting
 ``exclude_faces`` reads (``agegender.data.cleaning``); only training faces are listed, val and test are never cleaned.
 It prints how many faces it lists, by age group, so the list can be judged before any run uses it.
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/flag_label_errors.py [--model models/agenet.keras] \
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/flag_label_errors.py [--model models/agenet.keras] \
         [--threshold 0.8] [--out data/label_flags/agenet_gender_0.8.txt]
 """
 
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402
@@ -44,7 +46,7 @@ def main() -> None:
                        for lo, hi in AGE_GROUPS)
     header = [f"training faces whose gender label {shown} contradicts with P(other gender) > {args.threshold}",
               f"model sha256 {file_sha256(args.model)}",
-              f"command: python benchmarks/flag_label_errors.py --model {shown} --threshold {args.threshold}",
+              f"command: python research/probes/flag_label_errors.py --model {shown} --threshold {args.threshold}",
               f"{len(names)} of {len(listed)} training faces (the model is right on {right:.2%} of them); by age {groups}"]
     path = write_face_list(args.out, names, header)
     print("\n".join(header))

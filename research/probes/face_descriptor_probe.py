@@ -8,7 +8,7 @@ not a project dependency: ``make teacher`` computes the descriptors once in its 
 (``scripts/extract_face_descriptors.py``, the same file the distillation recipe ``research/configs/agenet_v10.json`` reads):
 
     make teacher
-    UTKFACE_DIR=... .venv/bin/python benchmarks/face_descriptor_probe.py [--model models/agenet.keras]
+    UTKFACE_DIR=... .venv/bin/python research/probes/face_descriptor_probe.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, *, l2: float = 10.0) -> np.ndarray:
 
 
 def probe(model_path: str, teacher: str = TEACHER) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
     from _splits import predict_splits
 
     from agegender.config import AGE_BANDS

@@ -1,6 +1,6 @@
 """Compare face detectors on the wild_samples photos: recall, false positives, speed.
 
-    python benchmarks/compare_face_detectors.py ../shared/datasets/wild_samples [--details]
+    python research/probes/compare_face_detectors.py ../shared/datasets/wild_samples [--details]
 
 For each detector (see ``CANDIDATES``) it prints one markdown table row:
 
@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

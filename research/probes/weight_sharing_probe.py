@@ -18,7 +18,7 @@ in this project: 2**20 bytes) and, served as the card says on val and test, age 
 how far each face's prediction moves from the unquantized model's (mean and largest age difference, share of faces
 given the same gender).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/weight_sharing_probe.py [--model models/agenet.keras]
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/weight_sharing_probe.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ from __future__ import annotations
 import argparse
 import lzma
 import os
+import sys
+from pathlib import Path
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits, results_table
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

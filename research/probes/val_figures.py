@@ -1,6 +1,6 @@
 """Val figures and training minutes of model cards, without their test figures (choosing on val, never on test).
 
-    .venv/bin/python research/val_figures.py runs/NAME/NAME.json [...]
+    .venv/bin/python research/probes/val_figures.py runs/NAME/NAME.json [...]
 """
 import json
 import sys

@@ -3,16 +3,19 @@
 Freezing the high-resolution early blocks removes most of the backward pass, which is what makes
 fine-tuning fit a 2-core CPU; this measures how much. Random pixels: speed does not depend on content.
 
-    python benchmarks/finetune_throughput.py [--steps 4] [--keras-batch-norm]
+    python research/probes/finetune_throughput.py [--steps 4] [--keras-batch-norm]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _timing (shared with benchmarks/)
 
-from _timing import agenet_with_random_batch, train_images_per_second  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _timing import agenet_with_random_batch, train_images_per_second  # noqa: E402
 
 
 SETTINGS = ((96, None), (112, None), (112, "block2"), (112, "block3"), (112, "block4"), (128, None), (128, "block2"))

@@ -4,7 +4,7 @@ A probe of the noise ceiling, not a product: an ensemble of N full runs costs N 
 the inference, so it cannot be the default under the 90-minute goal. It answers whether the goals the default
 misses are a matter of run-to-run variance (averaging closes them) or of the recipe (it does not).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/ensemble_probe.py models/agenet.keras models/agenet_v9.keras
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/ensemble_probe.py models/agenet.keras models/agenet_v9.keras
 
 Each model is served as its card says (input size, read-out, test-time views); the ensemble averages the
 predicted ages and the P(female) of the models. ``--weight-average`` also serves one model whose weights are the
@@ -12,16 +12,19 @@ mean of the models' weights (a "model soup"; one model's inference cost), served
 It only makes sense for models of one architecture that stayed in one basin, e.g. second stages started from
 the same model:
 
-    python benchmarks/ensemble_probe.py --weight-average models/agenet.keras runs/agenet_v13_ft/agenet_v13_ft.keras
+    python research/probes/ensemble_probe.py --weight-average models/agenet.keras runs/agenet_v13_ft/agenet_v13_ft.keras
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

@@ -5,15 +5,18 @@ threshold, and test accuracy for children (0-12) vs everyone else. Children carr
 also tries a threshold of their own, applied where the *predicted* age is 0-12 (all a deployed model
 knows) and chosen on val: if the errors were a bias towards one gender, that would mend them.
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/gender_threshold.py [--model models/agenet.keras]
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/gender_threshold.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402

@@ -5,7 +5,7 @@ in memory; the heads then train in seconds, so input and head choices can be com
 same split before spending CPU time on fine-tuning. Figures are on the validation split (the
 test split is kept for the final model).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/ablation_frozen_features.py
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/ablation_frozen_features.py
 """
 
 from __future__ import annotations

@@ -9,16 +9,19 @@ weigh heavily in that band's MAE; a third names the band's worst faces; a last o
 bias and spread: the MAE left if the band's own median error were subtracted from its faces, a bound no read-out
 or loss weighting that shifts predictions can beat (the shift would need to know the true band).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/age_readout.py [--model models/agenet.keras]
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/age_readout.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 from typing import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import numpy as np  # noqa: E402
 from _splits import predict_splits  # noqa: E402

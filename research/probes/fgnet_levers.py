@@ -3,7 +3,7 @@
 Each variant changes only how the largest face of each FG-NET photo is turned into the model's input;
 detection runs once. Prints MAE / bias per variant (all 1,002 photos) and writes per-photo ages.
 
-    UTKFACE_DIR=... .venv/bin/python research/fgnet_levers.py ../shared/datasets/fgnet [--model M]
+    UTKFACE_DIR=... .venv/bin/python research/probes/fgnet_levers.py ../shared/datasets/fgnet [--model M]
 """
 from __future__ import annotations
 

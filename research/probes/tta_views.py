@@ -4,15 +4,18 @@ Prints gender accuracy, age MAE and MAE per age band on val and test for each se
 as ``predict_arrays`` averages them. Choose on val; test is shown to confirm. Each view costs one more
 pass of the network per face (``benchmarks/inference_speed.py`` measures the latency of the card's views).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/tta_views.py [--model models/agenet.keras]
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/tta_views.py [--model models/agenet.keras]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import numpy as np  # noqa: E402
 

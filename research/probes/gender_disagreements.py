@@ -6,7 +6,7 @@ looking at test), the faces where the mean P(female) of one or more models is on
 label, counts them by how confident the models are, and draws the most confident ones with their file names, so
 that a person can judge which are label errors (the file names let anyone check the judgement).
 
-    UTKFACE_DIR=/path/to/UTKFace python benchmarks/gender_disagreements.py \
+    UTKFACE_DIR=/path/to/UTKFace python research/probes/gender_disagreements.py \
         [--model models/agenet.keras ...] [--split val] [--sheet /tmp/gender_disagreements.png] [--show 40]
 """
 
@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))  # _splits (shared with benchmarks/)
 
 import matplotlib  # noqa: E402
 
