@@ -12,6 +12,7 @@ import pytest
 
 from agegender.data import (Labels, SkipReport, UnparsableName, dataset_fingerprint, load_utkface, parse_filename,
                             split_counts, split_of, spread_subset)
+from agegender.data.duplicates import CONFLICTING, COPY_OF_TRAIN, LEFT_OUT
 
 from conftest import BAD_FILES
 
@@ -127,6 +128,54 @@ def test_split_of_a_file_unchanged_when_files_added_or_removed(small_folder):
     assert all(after[name] == split_of(name) for name in after.index)
 
 
+# -- byte-identical copies ----------------------------------------------------------------------
+def _name_in(split: str, age: int, gender: int, start: int = 0) -> str:
+    """A UTKFace-style name that the hash puts in ``split``."""
+    stamp = start
+    while split_of(name := f"{age}_{gender}_0_2017010{stamp:010d}.jpg.chip.jpg") != split:
+        stamp += 1
+    return name
+
+
+def test_copies_of_training_files_leave_val_and_test_and_conflicting_copies_leave_training(small_folder):
+    before = load_utkface(small_folder)
+    train_file = small_folder / before.loc[before["split"] == "train", "filename"].iloc[0]
+    labels = parse_filename(train_file.name)
+    val_copy = _name_in("val", labels.age, labels.gender)
+    test_copy = _name_in("test", labels.age, labels.gender)
+    for name in (val_copy, test_copy):
+        shutil.copyfile(train_file, small_folder / name)
+    # two training copies of another face that disagree on the age, and a val copy of the same face
+    other = small_folder / before.loc[before["split"] == "test", "filename"].iloc[0]
+    conflict_a = _name_in("train", 30, 0)
+    conflict_b = _name_in("train", 55, 0, start=10_000)
+    for name in (conflict_a, conflict_b):
+        shutil.copyfile(other, small_folder / name)
+    after = load_utkface(small_folder)
+    split = after.set_index("filename")["split"]
+    assert split[val_copy] == split[test_copy] == LEFT_OUT
+    assert split[conflict_a] == split[conflict_b] == LEFT_OUT
+    assert split[train_file.name] == "train"
+    assert split[other.name] == LEFT_OUT  # a test file byte-identical to a training file
+    assert sorted(after.attrs["set_aside"][COPY_OF_TRAIN]) == sorted([other.name, test_copy, val_copy])
+    assert sorted(after.attrs["set_aside"][CONFLICTING]) == sorted([conflict_a, conflict_b])
+    # every other file keeps the split its name gives, and the fingerprint still covers every file
+    untouched = split.drop([val_copy, test_copy, conflict_a, conflict_b, other.name])
+    assert all(untouched[name] == split_of(name) for name in untouched.index)
+    assert len(after) == len(before) + 4
+
+
+def test_copies_that_agree_within_training_stay(small_folder):
+    before = load_utkface(small_folder)
+    train_file = small_folder / before.loc[before["split"] == "train", "filename"].iloc[0]
+    labels = parse_filename(train_file.name)
+    twin = _name_in("train", labels.age, labels.gender)
+    shutil.copyfile(train_file, small_folder / twin)
+    after = load_utkface(small_folder)
+    assert (after.set_index("filename").loc[[train_file.name, twin], "split"] == "train").all()
+    assert not any(after.attrs["set_aside"].values())
+
+
 # -- load_utkface -------------------------------------------------------------------------------
 def test_load_utkface_columns_and_types(tiny_folder):
     frame = load_utkface(tiny_folder)
@@ -222,9 +271,17 @@ def test_full_data_counts():
         "39_1_20170116174525125.jpg.chip.jpg", "61_1_20170109142408075.jpg.chip.jpg",
         "61_1_20170109150557335.jpg.chip.jpg"]
     counts = split_counts(frame)
-    assert sum(counts.values()) == 21_338
+    set_aside = {reason: len(names) for reason, names in frame.attrs["set_aside"].items()}
+    # byte-identical copies (issue #48): 52 val and 50 test copies of training files, 310 training files in the
+    # 191 groups whose labels disagree
+    assert set_aside == {COPY_OF_TRAIN: 102, CONFLICTING: 310}
+    assert counts == {"train": 16_765, "val": 2_096, "test": 2_065}
+    assert sum(counts.values()) + 412 == 21_338 == len(frame)
+    copies = frame[frame["filename"].isin(frame.attrs["set_aside"][COPY_OF_TRAIN])]
+    assert Counter(map(split_of, copies["filename"])) == {"val": 52, "test": 50}
+    by_name = Counter(map(split_of, frame["filename"]))  # the split before copies are set aside
     for split, fraction in {"train": 0.8, "val": 0.1, "test": 0.1}.items():
-        assert abs(counts[split] / len(frame) - fraction) < 0.01
+        assert abs(by_name[split] / len(frame) - fraction) < 0.01
 
 
 def test_implicit_fallback_to_the_bundled_sample_is_announced(monkeypatch, tmp_path, caplog):
