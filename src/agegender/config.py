@@ -39,6 +39,9 @@ MB = 1_000_000
 #: What gives the gender logit of `agegender add-descriptor`'s face network: a logistic regression on its 128-D
 #: descriptor, or MLP heads on the inner features its age heads read.
 GENDER_HEADS: tuple[str, ...] = ("regression", "mlp")
+#: Where training runs (agegender.training.distribution): one device, every device of this machine, or several
+#: machines described by the TF_CONFIG environment variable.
+DISTRIBUTIONS: tuple[str, ...] = ("none", "mirrored", "multi_worker")
 
 
 def cache_dir() -> Path:
@@ -134,10 +137,21 @@ class TrainConfig:
     descriptor_augment: bool = False  # ... its heads fitted on augmented copies of the training faces
     detail_cap: int | None = None  # cap every input's detail at N px, in the graph (agegender cap-detail); None = off
     export: str | None = None  # "float16" or "none": write the TFLite export beside the final model; None = no export
+    # where training runs (agegender.training.distribution); batch_size stays the global batch, split over replicas
+    distribution: str = "none"  # "none" (one device), "mirrored" (this machine's GPUs/CPUs), "multi_worker" (TF_CONFIG)
+    mixed_precision: bool = False  # float16 compute on a GPU ("mixed_float16"); refused without a GPU
 
     #: fields used only after the last epoch: changing them re-finishes a completed run instead of restarting it
     POST_TRAINING_FIELDS: ClassVar[frozenset[str]] = frozenset({"age_readout", "tta_zoom", "add_descriptor",
                                                                     "descriptor_augment", "detail_cap", "export"})
+    #: fields that say where the same computation runs: a run may resume under another one (e.g. on one device)
+    PLACEMENT_FIELDS: ClassVar[frozenset[str]] = frozenset({"distribution"})
+
+    def __post_init__(self) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {list(DISTRIBUTIONS)}, not {self.distribution!r}")
+        if not isinstance(self.mixed_precision, bool):
+            raise ValueError(f"mixed_precision is true or false, not {self.mixed_precision!r}")
 
     @property
     def output_name(self) -> str:
@@ -148,7 +162,8 @@ class TrainConfig:
 
     def training_fields(self) -> dict[str, Any]:
         """The fields that shape the weights (a run resumes only if these are unchanged)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.POST_TRAINING_FIELDS}
+        left_out = self.POST_TRAINING_FIELDS | self.PLACEMENT_FIELDS
+        return {k: v for k, v in self.to_dict().items() if k not in left_out}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

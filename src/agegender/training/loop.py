@@ -9,13 +9,14 @@ last completed epoch.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import os
 import platform
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from ..evaluation.metrics import calibrate_range, evaluate_predictions
 from ..models.builders import AGE_READOUTS, SIZE_FLEXIBLE, build_model, with_age_readout
 from ..serving.inference import RANGE_QUANTILES, predict_arrays, tta_settings
 from ..serving.modelio import save_model_atomic, write_json_atomic
+from .distribution import (Distribution, check_workers_agree, chief_value, distribution_for, float32_config,
+                           output_folder, run_folder)
 from .schedules import BudgetedCosineDecay
 from .teacher import (DESCRIPTOR_OUTPUT, TeacherError, descriptor_targets, distilled_gender_targets,
                       gender_probabilities, load_descriptors, mixed_faces,
@@ -116,10 +119,12 @@ class _EpochCheckpoint(keras.callbacks.Callback):
     clock = staticmethod(time.perf_counter)  # seconds; tests replace it to simulate slow epochs
 
     def __init__(self, run_dir: Path, state: dict, budget_seconds: float, stages: list[tuple[int, int]],
-                 steps_per_epoch: int = 0, shorten_schedule: bool = False):
+                 steps_per_epoch: int = 0, shorten_schedule: bool = False,
+                 shared_seconds: Callable[[float], float] = float):
         super().__init__()
         self.run_dir, self.state, self.budget, self.stages = run_dir, state, budget_seconds, stages
         self.steps_per_epoch, self.shorten_schedule = steps_per_epoch, shorten_schedule
+        self.shared_seconds = shared_seconds  # several workers: the chief's epoch time, so all decide alike
         self._epoch_start = 0.0
         self._timed_an_epoch = False
 
@@ -130,7 +135,7 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         self._epoch_start = self.clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = self.clock() - self._epoch_start
+        seconds = self.shared_seconds(self.clock() - self._epoch_start)
         self.state["elapsed_seconds"] += seconds
         self.state["epoch_seconds"].append(seconds)
         self.state["epochs_done"] = epoch + 1
@@ -349,12 +354,25 @@ def _fit_arrays(arrays: dict, splits: list[str]) -> tuple[np.ndarray, pd.DataFra
 
 def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, models_dir: Path = MODELS_DIR,
           runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
-    """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card."""
+    """Train (or resume) a run and write ``models/<name>.keras`` with its card. Returns the card.
+
+    ``config.distribution`` chooses the devices (:mod:`.distribution`); with several workers only the chief
+    writes into ``runs_dir`` and ``models_dir``, the others into temporary folders they delete.
+    """
+    dist = distribution_for(config)  # first: several workers set up their links before TensorFlow runs anything
+    models_dir = Path(models_dir)
+    with run_folder(dist, Path(runs_dir) / config.output_name) as run_dir, output_folder(dist, models_dir) as out_dir:
+        return _train(config, folder, dist, models_dir=models_dir, run_dir=run_dir, out_dir=out_dir, fresh=fresh,
+                      verbose=verbose)
+
+
+def _train(config: TrainConfig, folder: str | os.PathLike | None, dist: Distribution, *, models_dir: Path,
+           run_dir: Path, out_dir: Path, fresh: bool, verbose: int) -> dict[str, Any]:
+    """:func:`train` in this process's folders: ``run_dir`` for the run state, ``out_dir`` for the final model
+    and card (``models_dir`` is where earlier stages' models are read from)."""
     _check_refit(config)
     stages = resolution_stages(config)
     keras.utils.set_random_seed(config.seed)
-    models_dir, runs_dir = Path(models_dir), Path(runs_dir)
-    run_dir = runs_dir / config.output_name
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays, data_info = load_arrays(config, folder)
     data_info["fit_splits"] = _fit_splits(config)
@@ -368,20 +386,22 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     resume = (not fresh and checkpoint.exists() and state_file.exists() and saved_config.exists()
               and TrainConfig.from_dict(json.loads(saved_config.read_text())).training_fields()
               == config.training_fields())
-    if resume:
-        state = json.loads(state_file.read_text())
-        model = keras.saving.load_model(checkpoint)  # compiled, with the optimizer state
-        log.info("resuming %s after epoch %d", config.output_name, state["epochs_done"])
-    else:
-        state = {"epochs_done": 0, "elapsed_seconds": 0.0, "epoch_seconds": [], "history": []}
-        input_size = config.image_size if len(stages) == 1 else None  # progressive resizing: any size
-        model = build_model(config.model, input_size, channels(config.color_mode), **config.model_kwargs)
-        if config.init_weights:
-            load_weights_from(model, _init_path(config.init_weights, models_dir))
-        if teacher_targets:
-            model = with_descriptor_head(model, teacher_targets["train"].shape[1])
-        compile_model(model, config, steps)
-        write_json_atomic(saved_config, config.to_dict())
+    state = (json.loads(state_file.read_text()) if resume
+             else {"epochs_done": 0, "elapsed_seconds": 0.0, "epoch_seconds": [], "history": []})
+    check_workers_agree(dist, state["epochs_done"])  # before the workers build a model together
+    with dist.scope():  # the model's variables, optimizer and metrics belong to the strategy
+        if resume:
+            model = keras.saving.load_model(checkpoint)  # compiled, with the optimizer state
+            log.info("resuming %s after epoch %d", config.output_name, state["epochs_done"])
+        else:
+            input_size = config.image_size if len(stages) == 1 else None  # progressive resizing: any size
+            model = build_model(config.model, input_size, channels(config.color_mode), **config.model_kwargs)
+            if config.init_weights:
+                load_weights_from(model, _init_path(config.init_weights, models_dir))
+            if teacher_targets:
+                model = with_descriptor_head(model, teacher_targets["train"].shape[1])
+            compile_model(model, config, steps)
+            write_json_atomic(saved_config, config.to_dict())
     distribution = "age_dist" in model.output_names
 
     def dataset(images, rows, training, image_size=None):
@@ -404,7 +424,8 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
 
     callbacks: list[keras.callbacks.Callback] = [
         _EpochCheckpoint(run_dir, state, config.max_train_minutes * 60, stages, steps_per_epoch=steps,
-                         shorten_schedule=config.budget_shortens_schedule)]
+                         shorten_schedule=config.budget_shortens_schedule,
+                         shared_seconds=functools.partial(chief_value, dist))]
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_age_out_mae", mode="min", patience=config.early_stopping_patience,
                                                        restore_best_weights=True))
@@ -424,12 +445,13 @@ def train(config: TrainConfig, folder: str | os.PathLike | None = None, *, model
     if distribution:
         final, readout = choose_age_readout(final, config, *arrays["val"])
     card = model_card(final, config, data_info, state, arrays, train_rows, models_dir)
+    card["training"].update(dist.card())
     if teacher_info:
         card["teacher"] = teacher_info
     if readout:
         card["age_readout"] = readout
     write_json_atomic(saved_config, config.to_dict())  # the post-training fields this card was made with
-    save_model_atomic(final, models_dir / f"{config.output_name}.keras", card)
+    save_model_atomic(final, out_dir / f"{config.output_name}.keras", card)
     write_json_atomic(run_dir / "card.json", card)
     return card
 
@@ -523,7 +545,7 @@ def inference_copy(model: keras.Model, image_size: int | None = None) -> keras.M
 
     ``image_size`` fixes the input side of a network built for any size, as serving reads it from the model.
     """
-    config = model.get_config()
+    config = float32_config(model.get_config())  # served in float32 whatever the training precision
     if image_size:
         for layer in config["layers"]:
             if layer["class_name"] == "InputLayer":

@@ -20,6 +20,7 @@ EXPORT_CHOICES = ("float16", "none")
 def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, out_dir: Path | None = None,
                runs_dir: Path = RUNS_DIR, fresh: bool = False, verbose: int = 2) -> dict[str, Any]:
     """Train ``config`` and the stages after it into ``out_dir`` (default ``runs/<name>/``); the final card."""
+    from .distribution import writes_outputs
     from .loop import train
 
     if config.export is not None and config.export not in EXPORT_CHOICES:
@@ -29,6 +30,8 @@ def run_recipe(config: TrainConfig, folder: str | os.PathLike | None = None, *, 
     # each stage writes its model into a folder of its own, the last one into the run folder itself
     dirs = {stage: out_dir / stage for stage in stages[:-1]} | {stages[-1]: out_dir}
     card = train(config, folder, models_dir=dirs["base"], runs_dir=runs_dir, fresh=fresh, verbose=verbose)
+    if not writes_outputs(config):
+        return card  # a multi-worker run's other workers: the chief alone does the stages after training
     model_path = dirs["base"] / f"{config.output_name}.keras"
     if config.add_descriptor:
         from ..models.add_descriptor import add_descriptor
