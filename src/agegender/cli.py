@@ -1,4 +1,5 @@
-"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | export | promote | predict``."""
+"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | export | promote | predict
+| predict-batch``."""
 
 from __future__ import annotations
 
@@ -199,6 +200,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _predict_batch(args: argparse.Namespace) -> int:
+    from .serving.batch import predict_batch
+
+    try:
+        summary = predict_batch(args.sources, args.output, aligned=args.aligned, model_path=args.model,
+                                ray_address=args.ray_address, num_workers=args.num_workers,
+                                batch_size=args.batch_size, part_size=args.part_size, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("interrupted: the parts written so far are complete; run the same command again to go on",
+              file=sys.stderr)
+        return 130
+    print(summary)
+    return 0 if summary.total_face_rows else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agegender", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -292,6 +308,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated copies of the images here")
     p.add_argument("--json", action="store_true", help="print one JSON array")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("predict-batch", help="age and gender for many photos on Ray Data, into Parquet (resumable)",
+                       description="Predict many photos with Ray Data (reading and decoding in tasks, the detector "
+                                   "and model in a pool of actors) into a folder of Parquet parts, one row per face "
+                                   "and one per photo without a usable face. Running the same command again "
+                                   "skips the photos already in the output. Needs pip install .[cluster].")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="folders (the images directly inside), globs, image files, or .txt/.lst files listing "
+                        "paths one a line (relative to the list's folder)")
+    p.add_argument("--output", required=True, metavar="OUT.parquet",
+                   help="the output folder of Parquet parts (created; an existing one is resumed)")
+    p.add_argument("--aligned", action="store_true", help="each image is already a face crop as in UTKFace")
+    p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="a running Ray cluster (e.g. auto or HOST:6379 after `ray start --head`); "
+                        "default: an embedded Ray on this machine")
+    p.add_argument("--num-workers", type=int, default=1, metavar="N",
+                   help="actors that each load the detector and the model (default: 1)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="B", help="photos per batch (default: 16)")
+    p.add_argument("--part-size", type=int, default=1000, metavar="P",
+                   help="photos per Parquet part: the most a crash loses (default: 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_predict_batch)
     return parser
 
 

@@ -179,12 +179,14 @@ def export_damage(lite: str | os.PathLike, card: dict) -> str | None:
     return None
 
 
-def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -> tuple[Any, dict]:
+def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True,
+                       num_threads: int | None = None) -> tuple[Any, dict]:
     """The model to predict with, and its card.
 
     ``x.tflite`` loads that export. ``x.keras`` loads its TFLite export instead when
     ``prefer_tflite`` and the card records an export made from exactly this Keras file (same
     SHA-256); otherwise the Keras model. Both answer :func:`agegender.serving.inference.predict_arrays`.
+    ``num_threads`` is the TFLite interpreter's (default: every CPU; a worker of a pool gives its share).
     """
     from .litert import TFLiteModel
 
@@ -199,7 +201,7 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
             raise ModelFileError(f"model file {path} is damaged: {damage}. Write it again with `agegender export "
                                  f"--model {path.with_suffix('.keras')}`.")
         try:
-            return TFLiteModel(path), card
+            return TFLiteModel(path, num_threads), card
         except ValueError as exc:
             raise ModelFileError(f"model file {path} is damaged: {exc}") from None
     if prefer_tflite and path.is_file():
@@ -212,7 +214,7 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True) -
                 log.warning("not serving %s (%s): the Keras model serves instead", lite, damage)
             else:
                 try:
-                    return TFLiteModel(lite), card
+                    return TFLiteModel(lite, num_threads), card
                 except ValueError as exc:
                     log.warning("not serving %s (%s): the Keras model serves instead", lite, exc)
     return load_model(path)

@@ -66,9 +66,9 @@ class Predictor:
         self.range_quantiles = card_range_quantiles(card)  # those the card's metrics measured the range with
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, detector=None) -> Predictor:
+    def load(cls, path: str | os.PathLike | None = None, detector=None, num_threads: int | None = None) -> Predictor:
         path = path or default_model_path()
-        model, card = load_serving_model(path)
+        model, card = load_serving_model(path, num_threads=num_threads)
         return cls(model, card, detector, path)
 
     def without_test_time_views(self) -> None:
