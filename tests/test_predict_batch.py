@@ -58,7 +58,8 @@ def test_expand_sources_folders_globs_and_lists(tmp_path):
     found = expand_sources([listed, str(tmp_path / "a" / "*.jpg"), tmp_path / "a", tmp_path / "lists" / ".." / "b"])
     assert found == sorted(map(str, [*photos, *more, listed.parent / "missing.jpg"]))  # a listed missing file stays
     assert all(os.path.isabs(p) for p in found)
-    assert expand_sources([str(tmp_path / "*")]) == sorted(map(str, photos + more))  # folders a glob matches
+    (tmp_path / "notes.csv").write_text("x")
+    assert expand_sources([str(tmp_path / "*")]) == sorted(map(str, photos + more))  # folders and images a glob matches
     for sources, message in (([tmp_path / "nothing"], "no such file or folder"),
                              ([str(tmp_path / "*.png")], "matches no file"), ([], "no SOURCE"),
                              ([tmp_path / "lists"], "no photos")):
@@ -227,7 +228,7 @@ def test_photos_crops_and_bad_files_match_predict(ray_session, predictor, tmp_pa
 
 
 def _kill_session(session: int) -> None:
-    """SIGKILL every process of ``session`` (the CLI and the Ray it started), until none is left."""
+    """SIGKILL every process of ``session`` (the command and whatever it started), until none is left."""
     import psutil
 
     for _ in range(50):
@@ -252,18 +253,21 @@ def test_a_killed_run_resumes_without_duplicates(ray_session, tmp_path):
     (crops / "empty.jpg").write_bytes(b"")
     output = tmp_path / "out.parquet"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    # the command runs as a driver of this module's Ray (--ray-address: no second Ray to start) and is killed
     command = [sys.executable, "-m", "agegender.cli", "predict-batch", str(crops), "--aligned", "--output",
-               str(output), "--batch-size", "2", "--part-size", "2", "--no-progress"]
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+               str(output), "--batch-size", "2", "--part-size", "2", "--no-progress",
+               "--ray-address", ray_session.get_runtime_context().gcs_address]
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=handle, stderr=handle)
     try:
         deadline = time.monotonic() + 600
         while not (output / "part-00000.parquet").exists():
-            assert process.poll() is None, "predict-batch ended before writing a part"
+            assert process.poll() is None, f"predict-batch ended before writing a part:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "no part after 10 minutes"
             time.sleep(0.02)
     finally:
-        _kill_session(process.pid)  # a crash: the driver and its Ray die at once
+        _kill_session(process.pid)  # a crash: SIGKILL, no chance to clean up (Ray ends the dead driver's actors)
         process.wait()
     before = {part.name: part.read_bytes() for part in PartStore(output).parts()}
     done = PartStore(output).done().paths

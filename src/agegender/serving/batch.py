@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import default_model_path
-from ..data.images import ImageError, image_files_in, open_image
+from ..data.images import IMAGE_EXTENSIONS, ImageError, has_image_signature, image_files_in, open_image
 from .modelio import ModelFileError, file_sha256, read_card
 
 if TYPE_CHECKING:
@@ -114,11 +114,20 @@ def _photos_at(path: str) -> list[str]:
     return [path]
 
 
+def _looks_like_image(path: str) -> bool:
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    try:
+        return has_image_signature(path)
+    except OSError:
+        return False
+
+
 def expand_sources(sources: Sequence[str | os.PathLike]) -> list[str]:
     """The photos named by SOURCE arguments: absolute paths, sorted, each once.
 
     A folder stands for the image files directly inside it (as for ``agegender predict``); a glob (``*``, ``?``,
-    ``[``) for what it matches; a ``.txt`` or ``.lst`` file for the paths listed in it (see :func:`read_path_list`;
+    ``[``) for the folders and image files it matches (images by name or by their first bytes); a ``.txt`` or ``.lst`` file for the paths listed in it (see :func:`read_path_list`;
     a listed photo that is missing is kept and gets an error row); any other file is a photo. Raises ValueError
     for a SOURCE that names nothing, an unreadable list, or no photo at all.
     """
@@ -137,9 +146,9 @@ def expand_sources(sources: Sequence[str | os.PathLike]) -> list[str]:
             matches = glob.glob(source)
             if not matches:
                 raise ValueError(f"{source}: the pattern matches no file")
-            for match in matches:
-                found.update(p for p in _photos_at(match)
-                             if not (os.path.isfile(p) and p.lower().endswith(LIST_SUFFIXES)))
+            for match in matches:  # files a pattern matches count if they are images by name or bytes
+                if os.path.isdir(match) or _looks_like_image(match):
+                    found.update(_photos_at(match))
         else:
             raise ValueError(f"{source}: no such file or folder")
     if not found:
@@ -192,8 +201,9 @@ class PartStore:
         aligned: set[bool] = set()
         for part in self.parts():
             try:
-                file = pq.ParquetFile(part)
-                table = file.read(columns=["path", "model_sha256", "error"])
+                with pq.ParquetFile(part) as file:
+                    table = file.read(columns=["path", "model_sha256", "error"])
+                    meta = json.loads((file.schema_arrow.metadata or {}).get(b"agegender", b"{}"))
             except (OSError, pa.ArrowException) as exc:
                 raise ValueError(f"{part} is not a readable Parquet part ({exc}); move it away and run again") from None
             paths.update(table.column("path").to_pylist())
@@ -201,7 +211,6 @@ class PartStore:
             face_rows += faces
             error_rows += table.num_rows - faces
             hashes.update(h for h in pc.unique(table.column("model_sha256")).to_pylist() if h)
-            meta = json.loads((file.schema_arrow.metadata or {}).get(b"agegender", b"{}"))
             if "aligned" in meta:
                 aligned.add(bool(meta["aligned"]))
         return Done(paths, face_rows, error_rows, hashes, aligned)
