@@ -295,11 +295,14 @@ def describe_serving(model, card: dict) -> str:
     return "Keras model"
 
 
+def same_model(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same model: the same place, symbolic links not followed (a link in another
+    folder is another model: its card beside it may differ)."""
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
 def is_default_model(path: Path) -> bool:
-    try:
-        return Path(path).resolve() == Path(default_model_path()).resolve()
-    except OSError:
-        return False
+    return same_model(path, default_model_path())
 
 
 def model_role(path: Path, card: dict) -> str:
@@ -374,10 +377,10 @@ def model_options(folder: str | os.PathLike = MODELS_DIR) -> list[tuple[Path, di
     """Models with cards in ``folder`` plus the default model; the default first."""
     options = list_models(folder) if Path(folder).is_dir() else []
     default = Path(default_model_path())
-    resolved = {p.resolve(): i for i, (p, _) in enumerate(options)}
+    known = {os.path.abspath(p): i for i, (p, _) in enumerate(options)}
     if default.is_file():
-        if default.resolve() in resolved:
-            options.insert(0, options.pop(resolved[default.resolve()]))
+        if os.path.abspath(default) in known:
+            options.insert(0, options.pop(known[os.path.abspath(default)]))
         else:
             try:
                 options.insert(0, (default, read_card(default)))
