@@ -367,9 +367,17 @@ def gender_note(gender: GenderConfidence, card: dict) -> str:
     text = ("Confidence is calibrated on faces the model never saw: of the faces shown with 80 %, about 80 % are "
             "right.")
     if gender.threshold is not None and section.get("threshold_found", True):
-        text += (f" Below {100 * gender.threshold:.0f} % the gender is shown as *uncertain*; above it, at least "
-                 f"{100 * section.get('target_accuracy', 0.95):.0f} % were right in every age group, children "
-                 f"included.")
+        text += (f" Below {100 * gender.threshold:.0f} % the gender is shown as *uncertain*: the threshold is set so "
+                 f"that at least {100 * section.get('target_accuracy', 0.95):.0f} % of the genders shown were right "
+                 f"in every age group of those faces.")
+        test = {row.get("group"): row for row in section.get("test", {}).get("by_age_band", [])}
+        child, everyone = test.get("0-12", {}), test.get("all", {})
+        if child.get("accuracy_labelled") is not None and everyone.get("accuracy_labelled") is not None:
+            text += (f" On other held-out faces, {100 * child['accuracy_labelled']:.0f} % of the children's genders "
+                     f"shown were right ({100 * everyone['accuracy_labelled']:.0f} % of everyone's), and "
+                     f"{100 * child['uncertain_share']:.0f} % of children were left uncertain.")
+    elif section.get("threshold_found") is False:
+        text += " No threshold met the target on held-out faces, so every gender is shown as *uncertain*."
     return text
 
 
@@ -615,7 +623,8 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
         slot.empty()
         return result
 
-    def show(result: Analysis, key: str, anchor: str | None = None) -> None:
+    def show(result: Analysis, key: str, anchor: str | None = None, stacked: bool = False) -> None:
+        """One photo's result: the photo with numbered faces beside the table (``stacked``: below it)."""
         st.subheader(result.name, anchor=anchor or False)
         if result.error:
             st.error(result.error)
@@ -628,7 +637,10 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
             st.image(result.image, caption=f"{result.name} (no face found)", width="stretch")
             return
         count = len(result.faces)
-        left, right = st.columns([3, 2], gap="medium")
+        if stacked:  # the table first: the photo itself is already in view beside it (the camera's preview)
+            right, left = st.container(), st.container()
+        else:
+            left, right = st.columns([3, 2], gap="medium")
         with left:
             st.html(result.figure_html())
             st.caption(f"{result.name}: {count} face{'s' if count > 1 else ''}, numbered from left to right.")
@@ -691,7 +703,7 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
                 overall.progress(number / len(items), text=f"{number} of {len(items)} photos analysed")
 
     elif mode == MODES[1]:
-        camera, results = st.columns([2, 3], gap="medium")
+        camera, results = st.columns([1, 1], gap="medium")
         with camera:
             photo = st.camera_input("Take a photo", key="snapshot")
         with results:
@@ -699,7 +711,8 @@ def main() -> None:  # pragma: no cover - exercised by AppTest and the browser t
                 st.info("Take a photo: the result appears here.")
             else:
                 data = photo.getvalue()
-                show(analyse_with_progress(data, "snapshot.jpg", 1, 1), "snapshot", anchor="snapshot-result")
+                show(analyse_with_progress(data, "snapshot.jpg", 1, 1), "snapshot", anchor="snapshot-result",
+                     stacked=True)
                 st.html(scroll_into_view_html("snapshot-result", hashlib.sha1(data).hexdigest()[:12]),
                         unsafe_allow_javascript=True)
 

@@ -84,7 +84,12 @@ def face_text(face, gender: GenderConfidence | None = None, number: int = 0) -> 
     call = (gender or GenderConfidence(is_calibrated=False)).call(p_female_of(face))
     low, high = round_years(face.age_low), round_years(face.age_high)
     return FaceText(number=number, age=str(round_years(face.age)), age_range=f"{low}-{high}", gender=call.gender,
-                    leans=call.leans, confidence=f"{100 * call.confidence:.0f} %", calibrated=call.calibrated)
+                    leans=call.leans, confidence=percent(call.confidence), calibrated=call.calibrated)
+
+
+def percent(confidence: float) -> str:
+    """"87 %"; never "100 %" (no estimate is certain): from 99.5 % on, ">99 %"."""
+    return ">99 %" if confidence >= 0.995 else f"{100 * confidence:.0f} %"
 
 
 def face_texts(faces: Sequence, gender: GenderConfidence | None = None) -> list[FaceText]:
