@@ -104,6 +104,29 @@ def pick_sample(per_split: dict[str, int]) -> list[Path]:
     return chosen
 
 
+#: A gender calibration as ``agegender calibrate-gender`` writes it into a card: the one measured for the default model
+#: of 2026-12-07 (agenet, served by its TFLite export) on the full UTKFace val split. The app tests serve the default
+#: model with this section (:func:`calibrated_model_copy`), so they do not depend on the card of the model promoted.
+GENDER_CONFIDENCE = {"method": "temperature", "a": 0.7843251492966543, "b": 0.0, "temperature": 1.274981429445113,
+                     "threshold": 0.7987636819723732, "threshold_found": True, "target_accuracy": 0.95,
+                     "fitted_on": "val"}
+
+
+def calibrated_model_copy(model: Path, folder: Path, section: dict | None = None) -> Path:
+    """``model`` (and its TFLite export, if any) linked into ``folder`` beside a copy of its card that has a
+    ``gender_confidence`` section (default :data:`GENDER_CONFIDENCE`); the new model path."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    card = json.loads(model.with_suffix(".json").read_text())
+    target = folder / model.name
+    for source in (model, model.with_suffix(".tflite")):
+        if source.is_file() and not (folder / source.name).exists():
+            (folder / source.name).symlink_to(source.resolve())
+    target.with_suffix(".json").write_text(json.dumps({**card, "gender_confidence": section or GENDER_CONFIDENCE}))
+    return target
+
+
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):

@@ -24,7 +24,7 @@ from PIL import Image
 from agegender.serving.live import FaceTracker, LiveAnnotator, TrackedFace, iou, p_female_of
 from agegender.serving.predict import FacePrediction
 
-from conftest import corrupt_jpeg, jpeg_bytes, png_declaring
+from conftest import calibrated_model_copy, corrupt_jpeg, jpeg_bytes, png_declaring
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "src" / "agegender" / "app.py"
@@ -241,17 +241,18 @@ def test_analyse_upload_reports_every_bad_input():
         "empty.jpg": (b"", "empty"),
         "corrupt.jpg": (corrupt_jpeg(jpeg_bytes(Image.open(io.BytesIO(real)).convert("RGB"))), "corrupt"),
         "truncated.jpg": (real[: len(real) // 3], "truncated"),
-        "bomb.png": (png_declaring(20000, 20000), "decompression bomb"),
+        "bomb.png": (png_declaring(20000, 20000), "too many pixels"),
         "huge.jpg": (real + b"\0" * MAX_UPLOAD_BYTES, "too large"),
     }
     for name, (data, expected) in cases.items():
         result = analyse_upload(predictor, data, name)
         assert result.error and expected in result.error.lower(), (name, result.error)
         assert name in result.error and result.faces == []
+        assert "DOS" not in result.error and "<bytes>" not in result.error  # no library wording
     assert predictor.calls == 0  # bad inputs never reach the model
 
     broken = analyse_upload(FakePredictor(error=RuntimeError("model exploded")), real, "x.jpg")
-    assert "model exploded" in broken.error
+    assert "went wrong while analysing x.jpg" in broken.error and "model exploded" in broken.detail
 
     none = analyse_upload(FakePredictor([]), no_face_jpeg(), "sky.jpg")
     assert none.error is None and none.faces == [] and "No face found in sky.jpg" in none.message
@@ -265,13 +266,111 @@ def test_analysis_table_download_and_order():
     assert result.error is None and result.message is None
     rows = result.table()
     assert [r["person"] for r in rows] == [1, 2]
-    assert rows[0]["gender"] == "female" and rows[0]["probability"] == "97%" and rows[0]["age range"] == "20-30"
-    assert rows[1]["age"] == "61.2" and rows[1]["box (x, y, w, h)"] == "300, 20, 80, 80"
+    assert rows[0]["gender"] == "female" and rows[0]["confidence"] == "97 %" and rows[0]["age range"] == "20-30"
+    assert rows[1]["age"] == "61" and rows[1]["age (model)"] == "61.2"
+    assert rows[1]["box (x, y, w, h)"] == "300, 20, 80, 80" and rows[1]["P(female), model"] == "0.1000"
     png, jpeg = result.download("PNG"), result.download("JPEG")
     assert png.startswith(b"\x89PNG") and jpeg.startswith(b"\xff\xd8")
-    assert Image.open(io.BytesIO(png)).size == result.image.size
+    annotated = Image.open(io.BytesIO(png))
+    assert annotated.width == result.image.width and annotated.height > result.image.height  # a legend below
     assert result.download_name("JPEG") == "holiday photo_annotated.jpg"
-    assert not np.array_equal(np.asarray(result.annotated), np.asarray(result.image))
+    crop = np.asarray(annotated)[: result.image.height]
+    assert not np.array_equal(crop, np.asarray(result.image))
+    figure, table = result.figure_html(), result.table_html()
+    assert figure.count('class="ag-marker"') == 2 and table.count("<tr data-face=") == 2
+    assert 'title="1: 25 (20-30), female, 97 %"' in figure  # the marker's words are the table's
+
+
+def test_downloads_are_made_only_when_asked_for(monkeypatch):
+    from agegender import app
+
+    made = []
+    monkeypatch.setattr(app, "encode_image", lambda image, fmt="PNG": made.append(fmt) or b"x")
+    result = app.analyse_upload(FakePredictor([fp()]), face_photo().read_bytes(), "a.jpg")
+    result.figure_html(), result.table_html(), result.table()
+    assert made == []
+    assert result.download("png") == b"x" and result.download("PNG") == b"x" and made == ["PNG"]
+
+
+def test_large_photos_are_shrunk_before_the_model_sees_them():
+    from agegender.app import MAX_SIDE, analyse_upload
+
+    class Recorder(FakePredictor):
+        def predict_image(self, image, aligned=False):
+            self.size = image.size
+            return super().predict_image(image, aligned)
+
+    big = Image.open(face_photo()).convert("RGB").resize((4000, 3000))
+    steps = []
+    recorder = Recorder([fp(box=(100, 100, 200, 200))])
+    result = analyse_upload(recorder, jpeg_bytes(big, quality=80), "big.jpg",
+                            progress=lambda share, words: steps.append(share))
+    assert recorder.size == (MAX_SIDE, 1536) and result.image.size == (MAX_SIDE, 1536)
+    assert result.original_size == (4000, 3000)
+    assert steps == sorted(steps) and steps[-1] == 1.0 and len(steps) >= 3
+
+
+def test_heic_without_pillow_heif_gets_a_plain_message(monkeypatch):
+    from agegender import app
+
+    monkeypatch.setattr(app, "_HEIF_REGISTERED", False)
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+    assert app.is_heif(heic) and not app.is_heif(b"\xff\xd8\xff\xe0" + bytes(20))
+    result = app.analyse_upload(FakePredictor([fp()]), heic, "IMG_0001.HEIC")
+    assert "IMG_0001.HEIC is a HEIC photo" in result.error and "JPEG" in result.error
+
+
+def test_table_and_labels_round_ages_the_same_way():
+    from agegender.app import persons_table
+    from agegender.serving.annotate import label
+    from agegender.serving.display import face_texts, round_years, table_rows
+
+    faces = [fp(age=28.6, spread=4.5, box=(0, 0, 10, 10)), fp(age=28.5, spread=5.5, box=(20, 0, 10, 10)),
+             fp(age=29.5, box=(40, 0, 10, 10))]
+    texts = face_texts(faces)
+    assert [t.age for t in texts] == ["29", "29", "30"]  # halves up, never Python's round-half-even
+    assert [r["age"] for r in table_rows(texts)] == [r["age"] for r in persons_table(faces)] == ["29", "29", "30"]
+    assert [label(f).split(" ")[0] for f in faces] == ["29", "29", "30"]
+    assert texts[0].age_range == "24-33" and round_years(2.5) == 3 and round_years(-0.4) == 0
+
+
+def test_uncertain_gender_below_the_cards_threshold():
+    from agegender.app import persons_table
+    from agegender.serving.display import face_text
+    from agegender.serving.gender_confidence import GenderConfidence
+
+    gender = GenderConfidence.from_card({"gender_confidence": {"a": 0.8, "b": 0.0, "threshold": 0.8}})
+    child, adult = fp(age=4, p_female=0.6), fp(age=30, p_female=0.999)
+    assert face_text(child, gender).gender_text.startswith("uncertain (leans female, ")
+    assert face_text(adult, gender).gender == "female" and face_text(adult, gender).confidence == ">99 %"
+    rows = persons_table([child], gender)
+    assert rows[0]["gender"] == "uncertain (leans female)"
+    assert face_text(child).gender == "female"  # without a calibration in the card: the model's own call
+
+
+def test_markers_never_overlap():
+    from agegender.serving.display import marker_share, place_markers
+
+    def rects(boxes, width, height):
+        side = marker_share(len(boxes)) * width
+        return [(x - side / 2, y - side / 2, x + side / 2, y + side / 2)
+                for x, y in place_markers(boxes, width, height)], side
+
+    def disjoint(rs):
+        return all(not (a[0] < b[2] - 1e-6 and b[0] < a[2] - 1e-6 and a[1] < b[3] - 1e-6 and b[1] < a[3] - 1e-6)
+                   for i, a in enumerate(rs) for b in rs[i + 1:])
+
+    six_in_a_row = [(20 + i * 105, 200, 100, 100) for i in range(6)]  # touching faces, as in a team photo
+    rs, side = rects(six_in_a_row, 660, 400)
+    assert disjoint(rs) and all(0 <= r[0] and r[2] <= 660 and 0 <= r[1] and r[3] <= 400 for r in rs)
+    assert all(r[3] <= 200 for r in rs)  # room above every face: each marker sits above its face
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        count = int(rng.integers(1, 25))
+        boxes = [(int(rng.integers(0, 900)), int(rng.integers(0, 500)), int(s), int(s))
+                 for s in rng.integers(20, 120, count)]
+        rs, _ = rects(boxes, 1000, 600)
+        assert disjoint(rs), boxes
 
 
 def test_model_options_and_card_description(tmp_path, monkeypatch):
@@ -293,8 +392,16 @@ def test_model_options_and_card_description(tmp_path, monkeypatch):
     facts = describe_card(card)
     assert facts["test age MAE"] == "6.23 years" and facts["test gender accuracy"] == "88.1 %"
     assert facts["input"] == "128 px grayscale"
-    assert "age MAE 6.23 years" in model_label(Path("m.keras"), card)
     assert describe_card({})["test age MAE"] == "n/a"
+    from agegender.app import model_summary
+
+    monkeypatch.setenv("AGEGENDER_MODEL", str(tmp_path / "chosen.keras"))
+    assert model_label(tmp_path / "chosen.keras", card) == "chosen (recommended)"
+    assert model_label(tmp_path / "old.keras", card) == "old (classic baseline, less accurate)"  # a seed CNN
+    assert model_label(tmp_path / "new.keras", {**card, "architecture": "agenet"}) == "new"
+    assert model_summary(tmp_path / "chosen.keras", card).startswith("**Recommended:**")
+    assert "less accurate" in model_summary(tmp_path / "old.keras", card)
+    assert "off by 6.2 years" in model_summary(tmp_path / "old.keras", card)
 
 
 @pytest.mark.slow
@@ -335,14 +442,25 @@ def app_model(request) -> Path:
 
 
 @pytest.fixture
-def app(app_model, monkeypatch):
+def app(app_model, monkeypatch, request):
+    from streamlit import config
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("AGEGENDER_MODEL", str(app_model))
+    # .streamlit/config.toml hides error details from the app's users; the tests read them
+    previous = config.get_option("client.showErrorDetails")
+    config.set_option("client.showErrorDetails", "full")
+    request.addfinalizer(lambda: config.set_option("client.showErrorDetails", previous))
     at = AppTest.from_file(str(APP), default_timeout=300)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def examples() -> list:
+    from agegender.app import list_examples
+
+    return list_examples()
 
 
 def upload(at, *files):
@@ -367,17 +485,54 @@ def test_app_starts_with_model_chooser(app, app_model):
 
 
 @pytest.mark.slow
+def test_app_explains_itself_without_developer_details(app, app_model):
+    captions = texts(app.main.caption)
+    assert "apparent" in captions and "binary" in captions and "not stored" in captions
+    shown = captions + texts(app.main.markdown) + texts(app.sidebar.markdown)
+    assert str(app_model) not in shown and "TFLite" not in shown  # the file and the export: "advanced" only
+    assert "Recommended" in texts(app.sidebar.markdown)
+    advanced = [e for e in app.sidebar.expander if e.label == "Advanced"]
+    assert advanced and str(app_model) in texts(advanced[0].caption)
+
+
+def test_app_example_click(app):
+    app.button(key="example-0").click().run()
+    assert not app.exception and not app.error
+    assert len(app.main.table[0].value) == 6  # six_faces.jpg
+    app.button(key="example-1").click().run()  # another example replaces it
+    assert len(app.main.table) == 1 and len(app.main.table[0].value) == 1
+
+
+@pytest.mark.slow
+def test_app_shows_uncertain_gender_for_a_child(app_model, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("AGEGENDER_MODEL", str(calibrated_model_copy(app_model, tmp_path / "models")))
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    at.run()
+    at.button(key="example-1").click().run()  # "A child": a 3-year-old the model cannot tell
+    assert not at.exception and not at.error
+    assert "uncertain" in at.main.table[0].value.iloc[0]["gender"]
+    assert "uncertain <span" in texts(at.main.html)
+    assert "calibrated" in texts(at.main.caption)
+
+
+@pytest.mark.slow
 def test_app_upload_face_photo(app):
     photo = face_photo()
     upload(app, (photo.name, photo.read_bytes(), "image/jpeg"))
     assert not app.error and not app.warning, texts(app.error) + texts(app.warning)
-    assert len(app.main.image) == 1
-    table = app.main.table[0].value
+    assert len(app.main.image) == len(examples())  # the example tiles; the photo itself is HTML
+    table = app.main.table[0].value  # the "advanced" table: in an expander, closed by default
     assert len(table) == 1
-    assert list(table.columns) == ["person", "age", "age range", "gender", "probability", "box (x, y, w, h)"]
-    assert table.iloc[0]["gender"] in ("male", "female")
+    assert list(table.columns) == ["person", "age", "age range", "gender", "confidence", "age (model)",
+                                   "P(female), model", "box (x, y, w, h)"]
+    assert table.iloc[0]["gender"].split(" ")[0] in ("male", "female", "uncertain")
     labels = [b.label for b in app.main.download_button]
-    assert labels == ["Download annotated PNG", "Download annotated JPEG"]
+    assert labels == ["Download annotated JPEG", "Download annotated PNG"]
+    shown = texts(app.main.html)
+    assert 'class="ag-marker"' in shown and '<tr data-face="1">' in shown
+    assert table.iloc[0]["age"] in shown and "box" not in texts(app.main.markdown)
 
 
 def test_app_group_photo_table_left_to_right(app):
@@ -404,11 +559,11 @@ def test_app_bad_uploads_give_clear_messages(app):
     errors = texts(app.main.error)
     assert "notes.jpg: not an image file" in errors
     assert "corrupt.jpg: corrupt or truncated image" in errors
-    assert "huge.jpg is too large" in errors and "limit is 10 MB" in errors
-    assert "bomb.png" in errors and "decompression bomb" in errors
+    assert "huge.jpg is too large" in errors and f"limit is {MAX_UPLOAD_BYTES // 2 ** 20} MB" in errors
+    assert "bomb.png has too many pixels" in errors and "DOS" not in errors
     assert len(app.main.error) == 4
     assert "No face found in sky.jpg" in texts(app.main.warning)
-    assert len(app.main.image) == 1  # the image without a face is still shown
+    assert len(app.main.image) == len(examples()) + 1  # the image without a face is still shown
     assert not app.main.table
 
 

@@ -119,5 +119,5 @@ def test_the_names_people_import_are_where_they_were():
     assert {"load_utkface", "parse_filename", "split_of", "SkipReport", "dataset_fingerprint"} <= set(data.__all__)
     commands = next(action.choices for action in build_parser()._actions
                     if isinstance(action, argparse._SubParsersAction))
-    assert set(commands) == {"train", "train-vgg16", "add-descriptor", "cap-detail", "evaluate", "promote", "export",
-                             "predict", "predict-batch"}
+    assert set(commands) == {"train", "train-vgg16", "add-descriptor", "cap-detail", "evaluate", "calibrate-gender",
+                             "promote", "export", "predict", "predict-batch"}

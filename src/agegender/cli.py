@@ -1,5 +1,5 @@
-"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | export | promote | predict
-| predict-batch``."""
+"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | calibrate-gender | export |
+promote | predict | predict-batch``."""
 
 from __future__ import annotations
 
@@ -157,6 +157,20 @@ def _evaluate_photos(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_gender(args: argparse.Namespace) -> int:
+    from .serving.gender_confidence import calibrate_model, format_section, write_to_card
+
+    path = Path(args.model) if args.model else default_model_path()
+    section = calibrate_model(path, args.data, method=args.method, target=args.target)
+    print(format_section(section))
+    if args.dry_run:
+        print("not written (--dry-run)")
+    else:
+        write_to_card(path, section)
+        print(f"written to the card beside {path} as gender_confidence")
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
     from .serving.promote import promote
 
@@ -285,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure the model's val and test figures again on today's splits (after the split rules "
                         "change) and store them in its card")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("calibrate-gender",
+                       help="fit the gender confidence's calibration and its 'uncertain' threshold on val, measure "
+                            "them on test, and store them in the model's card (read by the app)")
+    p.add_argument("--model", help="model .keras file (default: models/agenet.keras, the default model); its TFLite "
+                                   "export is measured when that is what serves it")
+    p.add_argument("--data", help="the UTKFace folder it was trained on (default: $UTKFACE_DIR, data/UTKFace, "
+                                  "data/sample)")
+    p.add_argument("--method", choices=["temperature", "platt"], default="temperature",
+                   help="temperature scaling of P(female)'s logit (keeps the model's label; default) or Platt "
+                        "scaling (a scale and a shift)")
+    p.add_argument("--target", type=float, default=0.95,
+                   help="accuracy the faces given a gender must reach in every age band on val (default 0.95)")
+    p.add_argument("--dry-run", action="store_true", help="print the figures, do not write the card")
+    p.set_defaults(func=_calibrate_gender)
 
     p = sub.add_parser("promote", help="make a trained model (a run folder or its .keras file) a shipped one in models/")
     p.add_argument("source", help="a run folder (runs/NAME/) or the .keras file a run wrote")

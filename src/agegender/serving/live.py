@@ -232,6 +232,7 @@ class LiveAnnotator:
         from PIL import Image
 
         from .annotate import annotate
+        from .gender_confidence import GenderConfidence
 
         try:
             image = Image.fromarray(np.ascontiguousarray(frame_rgb[..., :3], dtype=np.uint8))
@@ -240,7 +241,8 @@ class LiveAnnotator:
             tracked = self.tracker.update(sorted(faces, key=lambda f: f.box[0]))
             self.frames += 1
             self.last_error = None
-            return np.asarray(annotate(image, tracked)) if tracked else frame_rgb
+            gender = GenderConfidence.from_card(getattr(self.predictor, "card", None))  # the card's calibration, if any
+            return np.asarray(annotate(image, tracked, gender)) if tracked else frame_rgb
         except Exception as exc:  # a live stream must go on whatever one frame does
             self.last_error = f"{type(exc).__name__}: {exc}"
             return frame_rgb
