@@ -127,3 +127,19 @@ def test_band_report_without_a_threshold_labels_nobody():
                        ["0-12", "13-19", "60+"])
     assert [r["group"] for r in rows] == ["0-12", "60+", "all"]
     assert all(r["uncertain_share"] == 1.0 and r["accuracy_labelled"] is None for r in rows)
+
+
+def test_the_wilson_bound_asks_more_of_a_small_band():
+    from agegender.serving.gender_confidence import wilson_lower
+
+    assert wilson_lower(np.array([95]), np.array([100]), 0.0)[0] == pytest.approx(0.95)
+    small, large = wilson_lower(np.array([19, 950]), np.array([20, 1000]), 1.645)
+    assert small < 0.9 < 0.93 < large < 0.95  # the same 95 % share, far less sure on 20 faces
+    # 20 faces, one wrong at the lowest confidence: the plain rule labels from 0.5, the bound from no threshold
+    # that leaves fewer than ~60 right answers in a row
+    conf = np.linspace(0.5, 0.99, 20)
+    correct = np.ones(20, bool)
+    correct[0] = False
+    bands = np.array(["20-39"] * 20, object)
+    assert choose_threshold(conf, correct, bands, 0.95) == 0.5
+    assert choose_threshold(conf, correct, bands, 0.95, z=1.645) is None
