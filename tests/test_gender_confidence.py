@@ -143,3 +143,18 @@ def test_the_wilson_bound_asks_more_of_a_small_band():
     bands = np.array(["20-39"] * 20, object)
     assert choose_threshold(conf, correct, bands, 0.95) == 0.5
     assert choose_threshold(conf, correct, bands, 0.95, z=1.645) is None
+
+
+def test_the_strictest_bound_that_val_allows_is_used():
+    from agegender.serving.gender_confidence import strictest_threshold
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.5, 1.0, 400)
+    correct = rng.uniform(size=400) < conf  # right about as often as the confidence says
+    bands = np.array(["20-39"] * 400, object)
+    threshold, z = strictest_threshold(conf, correct, bands, 0.95, ["20-39"])
+    assert 0.0 <= z <= 1.645 and threshold is not None
+    assert choose_threshold(conf, correct, bands, 0.95, ["20-39"], z=z) == threshold
+    if z < 1.645:  # one step stricter finds none
+        assert choose_threshold(conf, correct, bands, 0.95, ["20-39"], z=z + 0.05) is None
+    assert threshold >= choose_threshold(conf, correct, bands, 0.95, ["20-39"])  # never laxer than the plain rule
