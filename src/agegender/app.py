@@ -30,7 +30,7 @@ from agegender.serving.modelio import ModelFileError, list_models, read_card
 #: Largest upload accepted, per file (also given to the uploader, which refuses bigger files).
 MAX_UPLOAD_MB = 10
 MAX_UPLOAD_BYTES = MAX_UPLOAD_MB * 1024 * 1024
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif"]
 #: ICE servers for the live mode. None by default: the browser and the server connect
 #: directly (same machine or same network), and nothing is sent to outside STUN servers.
 #: For a server behind NAT, set AGEGENDER_ICE_SERVERS to a JSON list, e.g.
