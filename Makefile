@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 NOTEBOOKS := 01_eda 02_preprocessing 03_train_cnn 04_evaluate 05_train_best
 
-.PHONY: install test test-fast notebooks figures benchmarks evaluate app train-seed train-best pretrained face-recognition-net teacher clean
+.PHONY: install install-runtime test test-fast test-runtime notebooks figures benchmarks evaluate app train-seed train-best pretrained face-recognition-net teacher clean
 
 install: $(STAMP)
 
@@ -16,6 +16,28 @@ $(STAMP): requirements.txt requirements-lock.txt pyproject.toml
 	$(BIN)/pip install --no-deps -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+## The serving runtime alone, as users install it: `pip install .` (LiteRT, no TensorFlow or Keras) into
+## .venv-runtime, constrained by the lock file. `pip install .[train]` adds what training needs.
+RUNTIME_VENV := .venv-runtime
+RUNTIME_BIN := $(RUNTIME_VENV)/bin
+RUNTIME_STAMP := $(RUNTIME_VENV)/.installed
+RUNTIME_TESTS := tests/test_runtime.py tests/test_faces.py tests/test_images.py tests/test_packaging.py
+
+install-runtime: $(RUNTIME_STAMP)
+
+$(RUNTIME_STAMP): requirements-lock.txt pyproject.toml $(shell find src -type f -not -name '*.pyc')
+	test -x $(RUNTIME_BIN)/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	rm -rf build  # setuptools' in-tree build folder: a stale copy would install deleted files
+	$(RUNTIME_BIN)/pip install -q -c requirements-lock.txt .
+	rm -rf build
+	touch $(RUNTIME_STAMP)
+
+## The tests marked `runtime` in .venv-runtime (plus pytest), after checking that TensorFlow is not there.
+test-runtime: install-runtime
+	$(RUNTIME_BIN)/pip install -q -c requirements-lock.txt pytest
+	! $(RUNTIME_BIN)/python -c "import tensorflow" 2>/dev/null || { echo "TensorFlow is importable in $(RUNTIME_VENV)"; exit 1; }
+	$(RUNTIME_BIN)/python -m pytest -ra -m runtime $(RUNTIME_TESTS)
 
 ## Run the test suite (tests needing the full data run when UTKFACE_DIR is set).
 test: install
@@ -91,4 +113,4 @@ teacher:
 	$(DLIB_VENV)/bin/python scripts/extract_face_descriptors.py --data-dir "$${UTKFACE_DIR:-data/UTKFace}" --out $(TEACHER)
 
 clean:
-	rm -rf $(VENV) data/cache runs notebooks/executed .pytest_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) data/cache runs notebooks/executed .pytest_cache

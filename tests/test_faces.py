@@ -19,6 +19,8 @@ from agegender.data.images import open_image
 from agegender.serving.faces import (CROP_PARAMS, DETECTORS, CropParams, Face, crop_box, crop_face, load_detector,
                              to_rgb)
 
+pytestmark = pytest.mark.runtime  # no TensorFlow needed (make test-runtime)
+
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE = REPO / "data" / "sample"

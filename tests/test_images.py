@@ -13,6 +13,8 @@ from agegender.data.images import (MAX_PIXELS, ImageError, channels, image_files
 
 from conftest import BAD_FILES, garbage_after_jfif_header, jpeg_bytes, png_declaring
 
+pytestmark = pytest.mark.runtime  # no TensorFlow needed (make test-runtime)
+
 BY_KIND = {kind: name for name, kind in BAD_FILES.items()}
 
 

@@ -82,12 +82,12 @@ def test_promote_checks_the_export_then_copies(tiny_model, tmp_path, capsys):
     assert cli.main(["promote", str(folder / "cand.keras"), "--models-dir", str(shipped)]) == 0
     assert "replaced" in capsys.readouterr().out
     # a stale export (the model changed after it) is refused, and nothing shipped changes
-    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
+    before = {p.name: p.read_bytes() for p in shipped.iterdir() if p.is_file()}  # not the digests of .cache/
     with open(folder / "cand.keras", "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(ModelFileError, match="made from another version"):
         promote(folder, shipped)
-    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in shipped.iterdir() if p.is_file()} == before
 
 
 def test_promote_refuses_a_card_without_metrics_or_export_file(tiny_model, tmp_path):

@@ -13,6 +13,8 @@ from pathlib import Path
 from .config import GENDER_HEADS, MB, MODELS_DIR, RUNS_DIR, default_model_path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+#: What `pip install .[train]` adds and `pip install .` (serving) leaves out.
+TRAINING_PACKAGES = frozenset({"tensorflow", "keras", "matplotlib", "seaborn", "tqdm", "papermill"})
 
 
 def _parse_value(text: str):
@@ -373,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ModelFileError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in TRAINING_PACKAGES:
+            raise
+        print(f"error: `agegender {args.command}` needs {exc.name}, which the serving install (`pip install .`) "
+              "leaves out: pip install '.[train]'", file=sys.stderr)
         return 2
 
 

@@ -9,8 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-#: Repository root (``src/agegender/config.py`` -> three levels up).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def _project_root() -> Path:
+    """The repository this package runs from: the checkout around ``src/agegender/`` (an editable install or
+    ``PYTHONPATH=src``); for a copy installed by ``pip install .``, ``$AGEGENDER_HOME`` or else the working
+    directory (where ``models/`` and ``data/`` are looked for)."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "src" / "agegender").is_dir():
+        return checkout
+    return Path(os.environ.get("AGEGENDER_HOME") or Path.cwd()).resolve()
+
+
+#: Repository root (``src/agegender/config.py`` -> three levels up in a checkout; see :func:`_project_root`).
+PROJECT_ROOT = _project_root()
 DATA_DIR = PROJECT_ROOT / "data"
 SAMPLE_DIR = DATA_DIR / "sample"
 MODELS_DIR = PROJECT_ROOT / "models"

@@ -1,4 +1,7 @@
-"""Decoding one image safely: every way an image can be bad becomes an :class:`ImageError`."""
+"""Decoding one image safely: every way an image can be bad becomes an :class:`ImageError`.
+
+JPEG, PNG, WebP, BMP, GIF, TIFF and, with pillow-heif (installed by ``pip install .``), HEIC/HEIF photos.
+"""
 
 from __future__ import annotations
 
@@ -45,18 +48,39 @@ def _check_mode(color_mode: str) -> str:
 
 
 # Names that say "image": a folder keeps such files even when their bytes do not, to report them.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif")
 _SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+#: The ISO-BMFF brands of HEIC/HEIF stills and sequences (bytes 8-12, after ``ftyp``), decoded by pillow-heif.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
+
+
+def _head(source: str | os.PathLike | bytes) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source[:12])
+    with open(source, "rb") as handle:
+        return handle.read(12)
+
+
+def _is_heif(head: bytes) -> bool:
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
 
 
 def has_image_signature(source: str | os.PathLike | bytes) -> bool:
-    """Whether the first bytes are those of an image format (JPEG, PNG, GIF, BMP, TIFF, WebP), whatever the name."""
-    if isinstance(source, (bytes, bytearray)):
-        head = bytes(source[:12])
-    else:
-        with open(source, "rb") as handle:
-            head = handle.read(12)
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    """Whether the first bytes are those of an image format (JPEG, PNG, GIF, BMP, TIFF, WebP, HEIC/HEIF), whatever
+    the name."""
+    head = _head(source)
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or _is_heif(head)
+
+
+def _heif_support(label: str) -> None:
+    """Register pillow-heif's opener with PIL (once; it costs ~50 ms, so only when a HEIC/HEIF image comes)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise ImageError(f"{label}: a HEIC/HEIF image, and pillow-heif is not installed (pip install "
+                         "pillow-heif==1.9.0; part of `pip install .`)") from None
+    if "HEIF" not in Image.OPEN:
+        pillow_heif.register_heif_opener()
 
 
 def image_files_in(folder: str | os.PathLike) -> list[Path]:
@@ -103,6 +127,12 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
             raise ImageError(f"{label}: empty file (0 bytes)")
         handle = path
     try:
+        heif = _is_heif(_head(source))
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot be read ({exc})") from None
+    if heif:
+        _heif_support(label)
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(handle)
@@ -121,7 +151,7 @@ def open_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXEL
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label}: too many pixels (possible decompression bomb): {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
+        raise ImageError(f"{label}: corrupt or truncated image ({str(exc).strip()})") from None
     img = ImageOps.exif_transpose(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")

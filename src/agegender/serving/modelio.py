@@ -2,6 +2,13 @@
 
 Keras and the model builders (whose custom layers a ``.keras`` file needs) are imported only when a Keras model is
 loaded, so serving a TFLite export imports neither.
+
+Serving checks every export against the SHA-256 its card records (and a ``.keras`` file against the one its export
+was made from) before an interpreter opens it. So that this costs nothing on every load, a file's digest is kept
+beside it (``.cache/<file>.sha256.json``) with the file's size, mtime, ctime, inode and device, and reused while
+all five are unchanged (:func:`cached_sha256`). Any write to a file gives it a new ctime, which no tool can set back,
+so a replaced, truncated, copied-over or edited file is hashed again and a mismatch is still refused; what the cache
+cannot see is damage below the file system (a disk's bit rot). Promotion and export always hash in full.
 """
 
 from __future__ import annotations
@@ -102,6 +109,43 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+HASH_CACHE = ".cache"
+
+
+def hash_record_path(path: str | os.PathLike) -> Path:
+    """Where :func:`cached_sha256` keeps the digest of ``path``: ``.cache/<name>.sha256.json`` beside it."""
+    path = Path(path)
+    return path.parent / HASH_CACHE / f"{path.name}.sha256.json"
+
+
+def _stat_key(stat: os.stat_result) -> dict[str, int]:
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns,
+            "inode": stat.st_ino, "device": stat.st_dev}
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """:func:`file_sha256` of ``path``, reused from its record (:func:`hash_record_path`) while the file's size,
+    mtime, ctime, inode and device are those recorded; else computed and recorded (silently not, in a folder that
+    cannot be written)."""
+    path = Path(path)
+    stat = path.stat()
+    key = _stat_key(stat)
+    record = hash_record_path(path)
+    try:
+        saved = json.loads(record.read_text())
+        if saved.get("stat") == key and isinstance(saved.get("sha256"), str):
+            return saved["sha256"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = file_sha256(path)
+    if _stat_key(path.stat()) == key:  # not changed while it was read
+        try:
+            write_json_atomic(record, {"file": path.name, "stat": key, "sha256": digest})
+        except OSError as exc:
+            log.debug("cannot record the SHA-256 of %s: %s", path, exc)
+    return digest
+
+
 def read_card(model_path: str | os.PathLike) -> dict:
     path = card_path(model_path)
     if not path.is_file():
@@ -149,7 +193,12 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
         # (an interrupted copy or download) or is something else under that name.
         raise ModelFileError(f"model file {path} is damaged or not a Keras model: not a complete .keras (zip) "
                              "archive; copy or train it again")
-    import keras
+    try:
+        import keras
+    except ImportError:
+        raise ModelFileError(f"{path} is a Keras model, and Keras is not installed (`pip install .` serves TFLite "
+                             "exports): install the training extra, pip install '.[train]', or serve its export "
+                             f"(--model {path.with_suffix('.tflite')}, written by `agegender export`)") from None
 
     from ..models import builders as _builders  # noqa: F401  (registers the custom layers for loading)
     from ..models import detail_cap as _detail_cap  # noqa: F401
@@ -161,11 +210,12 @@ def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras
     return model, card
 
 
-def export_damage(lite: str | os.PathLike, card: dict) -> str | None:
+def export_damage(lite: str | os.PathLike, card: dict, *, cached: bool = True) -> str | None:
     """Why the TFLite file ``lite`` is not the export its card records, or None if it is (or nothing is recorded).
 
     Checked before an interpreter opens the file: TFLite trusts a flatbuffer's offsets, so a truncated or
-    altered export can crash the whole process instead of raising an error.
+    altered export can crash the whole process instead of raising an error. ``cached`` reuses a recorded digest
+    (:func:`cached_sha256`); else the file is hashed in full.
     """
     lite = Path(lite)
     record = card.get("tflite")
@@ -174,7 +224,7 @@ def export_damage(lite: str | os.PathLike, card: dict) -> str | None:
     size = lite.stat().st_size
     if record.get("bytes") is not None and size != record["bytes"]:
         return f"it has {size:,} bytes where its card records {record['bytes']:,}"
-    if record.get("sha256") and file_sha256(lite) != record["sha256"]:
+    if record.get("sha256") and (cached_sha256 if cached else file_sha256)(lite) != record["sha256"]:
         return "its SHA-256 is not the one its card records"
     return None
 
@@ -208,7 +258,7 @@ def load_serving_model(path: str | os.PathLike, *, prefer_tflite: bool = True,
         card = read_card(path)
         record = card.get("tflite")
         lite = path.with_name(record["file"]) if record else None
-        if lite is not None and lite.is_file() and record.get("source_sha256") == file_sha256(path):
+        if lite is not None and lite.is_file() and record.get("source_sha256") == cached_sha256(path):
             damage = export_damage(lite, card)
             if damage:
                 log.warning("not serving %s (%s): the Keras model serves instead", lite, damage)

@@ -61,7 +61,7 @@ def check_promotable(model_path: Path, require_export: bool = True) -> dict[str,
         if record.get("source_sha256") != file_sha256(model_path):
             raise ModelFileError(f"{model_path}: its export {lite.name} was made from another version of the model; "
                                  f"run `agegender export --model {model_path}` again")
-        damage = export_damage(lite, card)
+        damage = export_damage(lite, card, cached=False)
         if damage:
             raise ModelFileError(f"{model_path}: its export {lite.name} is damaged: {damage}")
     return card
