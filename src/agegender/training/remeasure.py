@@ -7,6 +7,7 @@ card this way; the detail-cap stage measures its new model with the same functio
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ import keras
 
 from ..config import TrainConfig
 from ..serving.inference import tta_settings
-from ..serving.modelio import card_path, load_model, require_same_data, write_json_atomic
+from ..serving.modelio import card_path, input_resize, load_model, require_same_data, write_json_atomic
 from .loop import load_arrays, split_metrics
 
 
@@ -24,7 +25,8 @@ def measured_metrics(model: keras.Model, card: dict[str, Any], path: str | os.Pa
                      folder: str | os.PathLike | None = None) -> tuple[dict[str, dict], dict[str, Any]]:
     """``model`` (served as ``card`` says) on today's val and test splits of the data it was trained on: the card's
     ``metrics`` (val and test) and an ``evaluated_on`` record of the data measured."""
-    config = TrainConfig.from_dict(card["config"])
+    # decoded as the model is served (cards older than the resize setting were trained with PIL's)
+    config = dataclasses.replace(TrainConfig.from_dict(card["config"]), resize=input_resize(card))
     arrays, data_info = load_arrays(config, folder, decode=("val", "test"))
     require_same_data(card, path, data_info)
     metrics = split_metrics(model, tta_settings(card), arrays, arrays["train"][1],
