@@ -266,9 +266,17 @@ def wait_for_rows(page, count: int, timeout_ms: int = TIMEOUT_MS, selector: str 
 
 def wait_for_annotated_image(page):
     """The (last) photo with numbered faces in the main area, once loaded, scrolled into view."""
+    from playwright.sync_api import Error as PlaywrightError
+
     image = main_area(page).locator(".ag-figure img.ag-photo").last
-    image.wait_for()
-    image.scroll_into_view_if_needed()
+    for attempt in range(3):  # a Streamlit rerun may replace the element between finding and scrolling to it
+        image.wait_for()
+        try:
+            image.scroll_into_view_if_needed()
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     return image
 

@@ -14,6 +14,7 @@ labels) and every other file's split are unchanged.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pandas as pd
 
@@ -33,9 +34,12 @@ def content_sha256(path: str) -> str:
 def set_aside_duplicates(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """``frame`` (columns ``path, filename, age, gender, split``) with the two rules applied, and the file names
     set aside by reason (:data:`COPY_OF_TRAIN`, :data:`CONFLICTING`)."""
-    hashes = frame["path"].map(content_sha256)
+    # only files that share their size with another can be copies: hash those alone (a few hundred, not all)
+    sizes = frame["path"].map(os.path.getsize)
+    maybe = frame[sizes.map(sizes.value_counts()) > 1]
+    hashes = maybe["path"].map(content_sha256)
     group_size = hashes.map(hashes.value_counts())
-    copies = frame[group_size > 1].assign(sha256=hashes[group_size > 1])
+    copies = maybe[group_size > 1].assign(sha256=hashes[group_size > 1])
     in_train = set(copies.loc[copies["split"] == "train", "sha256"])
     labels_per_group = copies.groupby("sha256")[["age", "gender"]].nunique().max(axis=1)
     conflicting = set(labels_per_group[labels_per_group > 1].index)
