@@ -227,6 +227,27 @@ def test_photos_crops_and_bad_files_match_predict(ray_session, predictor, tmp_pa
         batch.predict_batch([photos], tmp_path / "aligned.parquet", progress=False)
 
 
+@pytest.mark.slow
+def test_ray_data_runs_within_the_streaming_budget_and_leaves_the_context_as_it_was(ray_session, monkeypatch,
+                                                                                     tmp_path):
+    """Memory stays flat because Ray Data may hold only STREAMING_BUDGET bytes in flight (docs/scaling.md)."""
+    context = ray_session.data.DataContext.get_current()
+    before = context.execution_options.resource_limits
+    seen = []
+    write_parts = batch._write_parts
+
+    def spy(*args, **kwargs):
+        seen.append(context.execution_options.resource_limits.object_store_memory)
+        return write_parts(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "_write_parts", spy)
+    _crops(tmp_path / "crops", 2)
+    summary = batch.predict_batch([tmp_path / "crops"], tmp_path / "out.parquet", aligned=True, progress=False)
+    assert summary.face_rows == 2
+    assert seen == [batch.STREAMING_BUDGET]
+    assert context.execution_options.resource_limits == before
+
+
 def _kill_session(session: int) -> None:
     """SIGKILL every process of ``session`` (the command and whatever it started), until none is left."""
     import psutil

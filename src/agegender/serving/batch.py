@@ -46,6 +46,12 @@ LIST_SUFFIXES = (".txt", ".lst")
 #: CPUs a decoding task asks Ray for. Not the actors' request, so that Ray Data keeps decoding in tasks of its own
 #: rather than fusing it into the actors (operators with equal requests are fused).
 DECODE_CPUS = 0.5
+#: Bytes of decoded photos and results Ray Data may hold in the object store at once. Decoding is faster than
+#: prediction, so without a bound it runs ahead and the queue of decoded photos grows with the collection (up to
+#: Ray's default store of 30 % of RAM); with it, decoding waits and memory stays flat in the number of photos.
+STREAMING_BUDGET = 256 * 2**20
+#: The object store of an embedded Ray (started here, not joined): the budget plus room for the actors' results.
+EMBEDDED_OBJECT_STORE = 2 * STREAMING_BUDGET
 
 #: The output: one row per face; one row per photo that could not be read or has no face (``error`` set, every
 #: other column but ``path`` null). ``face`` numbers a photo's faces from 0, left to right; boxes are in pixels of
@@ -355,7 +361,7 @@ def _init_ray(ray, address: str | None, num_cpus: int) -> bool:
     if address:
         ray.init(address=address, **quiet)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE, **quiet)
     return True
 
 
@@ -427,11 +433,14 @@ def predict_batch(sources: Sequence[str | os.PathLike], output: str | os.PathLik
         threads = max(1, cpus // num_workers) if not ray_address else 1
         started = _init_ray(ray, ray_address, num_cpus=max(cpus, num_workers * threads + 1))
         context = ray.data.DataContext.get_current()
-        saved = context.enable_progress_bars, context.print_on_execution_start, context.execution_options.preserve_order
+        options = context.execution_options
+        saved = (context.enable_progress_bars, context.print_on_execution_start, options.preserve_order,
+                 options.resource_limits)
         try:
             context.enable_progress_bars = False  # one bar, of photos (_write_parts)
             context.print_on_execution_start = False
-            context.execution_options.preserve_order = True  # parts in the order of the sorted paths
+            options.preserve_order = True  # parts in the order of the sorted paths
+            options.resource_limits = options.resource_limits.copy(object_store_memory=STREAMING_BUDGET)
             logging.getLogger("ray.data").setLevel(logging.WARNING)
             logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled"
             dataset = _dataset(ray, todo, model_path=model_path, model_sha256=model_sha256, aligned=aligned,
@@ -440,8 +449,8 @@ def predict_batch(sources: Sequence[str | os.PathLike], output: str | os.PathLik
             _write_parts(dataset.iter_batches(batch_size=None, batch_format="pyarrow"), store, summary, part_size,
                          metadata, progress)
         finally:
-            (context.enable_progress_bars, context.print_on_execution_start,
-             context.execution_options.preserve_order) = saved
+            (context.enable_progress_bars, context.print_on_execution_start, options.preserve_order,
+             options.resource_limits) = saved
             if started:
                 ray.shutdown()
     summary.total_face_rows += summary.face_rows
