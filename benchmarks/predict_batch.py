@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1e6
@@ -128,6 +130,10 @@ def main() -> None:
                 print(f"{name:<40} {size:>6,} photos {result['seconds']:7.1f} s {size / result['seconds']:6.1f} "
                       f"photos/s  peak PSS {result['pss'] / MB:6.0f} MB  RSS {result['rss'] / MB:6.0f} MB",
                       flush=True)
+                for output in Path(scratch).glob("out_*.parquet"):  # a figure counts only for a complete run
+                    paths = pq.read_table(output, columns=["path"]).column("path")
+                    if len(paths) != size or len(pc.unique(paths)) != size:
+                        raise SystemExit(f"{name}: {len(paths):,} rows for {size:,} crops; expected one row per crop")
                 for leftover in Path(scratch).glob("out_*.parquet"):
                     shutil.rmtree(leftover)
     table = ["| method | photos | seconds | photos/s | peak PSS MB | peak RSS MB |", "|---|---|---|---|---|---|"]
