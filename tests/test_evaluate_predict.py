@@ -282,11 +282,14 @@ def _check_results(results, inputs):
         assert "error" not in result, result
         assert len(result["faces"]) == 1
         face = result["faces"][0]
-        assert set(face) == {"age", "age_low", "age_high", "gender", "gender_probability", "box"}
+        assert set(face) == {"age", "age_low", "age_high", "gender", "gender_probability", "box", "gender_shown",
+                             "gender_confidence"}
         assert isinstance(face["age"], float)
         assert face["age_low"] <= face["age"] <= face["age_high"]
         assert face["gender"] in ("male", "female")
         assert 0.5 <= face["gender_probability"] <= 1.0
+        # the tiny model's card has no calibration: shown as the model gives it, never "uncertain"
+        assert (face["gender_shown"], face["gender_confidence"]) == (face["gender"], face["gender_probability"])
         with Image.open(path) as img:
             assert face["box"] == [0, 0, img.width, img.height]
 
@@ -333,6 +336,31 @@ def test_annotating_a_folder_names_each_copy_after_its_own_image(tiny_model, bad
     results = Predictor.load(tiny_model.path).predict_files([folder], aligned=True, annotate_dir=tmp_path / "ann")
     assert [Path(r["annotated"]).name for r in results] == [f"{Path(n).stem}_annotated.jpg" for n in good_names[:2]]
     assert all(Path(r["annotated"]).is_file() for r in results)
+
+
+def test_photos_are_predicted_a_chunk_at_a_time_with_the_same_results(tiny_model, bad_folder, good_names,
+                                                                       monkeypatch, tmp_path):
+    """A folder is read in chunks (memory holds one chunk) and every photo keeps its own result, in order."""
+    from agegender.serving import predict as predict_module
+
+    predictor = predict_module.Predictor.load(tiny_model.path)
+    files = [bad_folder / good_names[0], bad_folder / BY_KIND["corrupt"], bad_folder / good_names[1],
+             bad_folder / BY_KIND["text"], bad_folder / good_names[2]]
+    whole = predictor.predict_files(files, aligned=True)
+    chunks = []
+    predict_chunk = predict_module.Predictor._predict_chunk
+    monkeypatch.setattr(predict_module, "PHOTOS_PER_CHUNK", 2)
+    monkeypatch.setattr(predict_module.Predictor, "_predict_chunk",
+                        lambda self, paths, *args: chunks.append(len(paths)) or predict_chunk(self, paths, *args))
+    chunked = predictor.predict_files(files, aligned=True, annotate_dir=tmp_path / "ann")
+    assert chunks == [2, 2, 1]
+    assert [r["path"] for r in chunked] == [str(f) for f in files]
+    for one, other in zip(whole, chunked):
+        assert ("error" in one) == ("error" in other)
+        for a, b in zip(one.get("faces", []), other.get("faces", [])):
+            assert a["age"] == pytest.approx(b["age"], abs=1e-4) and a["gender"] == b["gender"]
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == sorted(
+        f"{Path(n).stem}_annotated.jpg" for n in good_names[:3])
 
 
 def test_cli_predict_all_bad(tiny_model, bad_folder, capsys):

@@ -70,6 +70,29 @@ def test_serving_imports_neither_tensorflow_keras_nor_pandas(model):
 
 
 # -- predictions --------------------------------------------------------------------------------------------------
+def test_predict_shows_gender_as_the_app_does(capsys, tmp_path):
+    """`predict` gives the calibrated confidence and "uncertain" below the card's threshold, beside the raw label."""
+    from conftest import GENDER_CONFIDENCE, calibrated_model_copy
+
+    from agegender.serving.gender_confidence import GenderConfidence
+
+    model = calibrated_model_copy(EXPORT, tmp_path / "models")
+    code, results = predict_json(capsys, "--model", str(model), str(REPO / "data" / "examples" / "child.jpg"),
+                                 str(PHOTO))
+    assert code == 0
+    child, adult = results[0]["faces"][0], results[1]["faces"][0]
+    calibration = GenderConfidence.from_card({"gender_confidence": GENDER_CONFIDENCE})
+    for face in (child, adult):
+        p_female = face["gender_probability"] if face["gender"] == "female" else 1 - face["gender_probability"]
+        call = calibration.call(p_female)
+        assert (face["gender_shown"], face["gender_confidence"]) == (call.gender, pytest.approx(call.confidence,
+                                                                                                abs=2e-3))
+    assert child["gender_shown"] == "uncertain" and child["gender_confidence"] < GENDER_CONFIDENCE["threshold"]
+    assert adult["gender_shown"] == adult["gender"] and adult["gender_confidence"] < adult["gender_probability"]
+    assert main(["predict", "--model", str(model), str(REPO / "data" / "examples" / "child.jpg")]) == 0
+    assert " uncertain " in capsys.readouterr().out
+
+
 def test_predict_a_photo(capsys):
     code, results = predict_json(capsys, str(PHOTO))
     assert code == 0

@@ -12,6 +12,7 @@ from PIL import Image
 
 from ..config import default_model_path
 from ..data.images import ImageError, image_files_in, open_image, to_model_input
+from .gender_confidence import GenderConfidence
 from .inference import age_ranges, card_range_quantiles, predict_arrays, tta_settings
 from .modelio import input_resize, load_serving_model
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     import keras
 
     from .litert import TFLiteModel
+
+
+#: Photos :meth:`Predictor.predict_files` reads, predicts and lets go of at a time.
+PHOTOS_PER_CHUNK = 256
 
 
 def _is_folder(path: str | os.PathLike) -> bool:
@@ -64,6 +69,7 @@ class Predictor:
         test = card.get("metrics", {}).get("test", {})
         self._fallback_halfwidth = float(test.get("age_mae", 5.0))
         self.range_quantiles = card_range_quantiles(card)  # those the card's metrics measured the range with
+        self.gender_confidence = GenderConfidence.from_card(card)  # as the app shows gender (calibrated, uncertain)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, detector=None, num_threads: int | None = None) -> Predictor:
@@ -128,14 +134,26 @@ class Predictor:
                       annotate_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """One result per image: ``{"path", "faces": [...]}`` or ``{"path", "error"}``.
 
+        Each face is :class:`FacePrediction`'s fields plus, as the app shows them, ``gender_shown`` (``"male"``,
+        ``"female"`` or ``"uncertain"``) and ``gender_confidence`` (the calibrated probability of the gender the
+        face leans to; see :mod:`.gender_confidence`).
+
         A folder stands for the image files directly inside it (:func:`image_files_in`); one without any gives
-        an error result. All faces of all images are predicted together in batches.
+        an error result. Images are taken :data:`PHOTOS_PER_CHUNK` at a time, their faces predicted together in
+        batches, so memory holds one chunk's crops (and photos, with ``annotate_dir``), not the whole folder's.
         """
+        paths = expand_folders(paths)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(paths), PHOTOS_PER_CHUNK):
+            results += self._predict_chunk(paths[start:start + PHOTOS_PER_CHUNK], aligned, annotate_dir)
+        return results
+
+    def _predict_chunk(self, paths: Sequence[str | os.PathLike], aligned: bool,
+                       annotate_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
         owners: list[tuple[int, list[int]]] = []
         images: dict[int, Image.Image] = {}
-        paths = expand_folders(paths)
         for index, path in enumerate(paths):
             try:
                 if _is_folder(path):
@@ -152,7 +170,7 @@ class Predictor:
             owners.extend((index, box) for box in boxes)
         predictions = self.predict_crops(np.stack(crops), [b for _, b in owners]) if crops else []
         for (index, _), prediction in zip(owners, predictions):
-            results[index]["faces"].append(prediction.to_dict())
+            results[index]["faces"].append(self._face_result(prediction))
         for result in results:
             if "faces" in result and not result["faces"]:
                 result["note"] = "no face found"
@@ -161,16 +179,21 @@ class Predictor:
 
             Path(annotate_dir).mkdir(parents=True, exist_ok=True)
             for index, image in images.items():
-                faces = [FacePrediction(**f) for f in results[index]["faces"]]
+                faces = [prediction for (owner, _), prediction in zip(owners, predictions) if owner == index]
                 out = Path(annotate_dir) / f"{Path(paths[index]).stem}_annotated.jpg"
-                annotate(image, faces).save(out, quality=92)
+                annotate(image, faces, self.gender_confidence).save(out, quality=92)
                 results[index]["annotated"] = str(out)
         return results
+
+    def _face_result(self, prediction: FacePrediction) -> dict[str, Any]:
+        p_female = prediction.gender_probability if prediction.gender == "female" else 1 - prediction.gender_probability
+        call = self.gender_confidence.call(p_female)
+        return {**prediction.to_dict(), "gender_shown": call.gender, "gender_confidence": round(call.confidence, 3)}
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
     """A readable table of :meth:`Predictor.predict_files` results."""
-    lines = [f"{'image':<40} {'face':>4} {'age':>5} {'range':>9} {'gender':>7} {'p':>5}  box"]
+    lines = [f"{'image':<40} {'face':>4} {'age':>5} {'range':>9} {'gender':>9} {'conf.':>5}  box"]
     for result in results:
         name = os.path.basename(result["path"])[:40]
         if "error" in result:
@@ -179,5 +202,6 @@ def format_results(results: list[dict[str, Any]]) -> str:
             lines.append(f"{name:<40} no face found")
         for i, face in enumerate(result.get("faces", [])):
             lines.append(f"{name:<40} {i + 1:>4} {face['age']:>5.1f} {face['age_low']:>4.0f}-{face['age_high']:<4.0f} "
-                         f"{face['gender']:>7} {face['gender_probability']:>5.2f}  {face['box']}")
+                         f"{face.get('gender_shown', face['gender']):>9} "
+                         f"{face.get('gender_confidence', face['gender_probability']):>5.2f}  {face['box']}")
     return "\n".join(lines)
