@@ -34,8 +34,27 @@ def blur(sigma):
     return lambda crop: cv2.GaussianBlur(crop, (0, 0), sigma * crop.shape[0] / 128)
 
 
+def contrast(factor):
+    def f(crop):
+        mean = crop.reshape(-1, 3).mean(axis=0)
+        return np.clip(mean + factor * (crop.astype(np.float32) - mean), 0, 255).astype(np.uint8)
+    return f
+
+
+def clahe(crop):
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
 VARIANTS = {
     "base": (cv2.BORDER_REPLICATE, None),
+    "scale085": (cv2.BORDER_REPLICATE, 0.85),
+    "scale115": (cv2.BORDER_REPLICATE, 1.15),
+    "scale130": (cv2.BORDER_REPLICATE, 1.30),
+    "contrast08": (cv2.BORDER_REPLICATE, contrast(0.8)),
+    "contrast12": (cv2.BORDER_REPLICATE, contrast(1.2)),
+    "clahe": (cv2.BORDER_REPLICATE, clahe),
     "border_black": (cv2.BORDER_CONSTANT, None),
     "border_reflect": (cv2.BORDER_REFLECT_101, None),
     "cap96": (cv2.BORDER_REPLICATE, cap(96)),
@@ -64,8 +83,9 @@ def main() -> None:
         for rgb, face in zip(images, faces):
             if face is None:
                 continue
-            crop = _crop(rgb, face, border)
-            if transform is not None:
+            scale = transform if isinstance(transform, float) else 1.0
+            crop = _crop(rgb, face, border, scale)
+            if transform is not None and not isinstance(transform, float):
                 crop = transform(crop)
             crops.append(predictor.prepare(crop))
         preds = predictor.predict_crops(np.stack(crops))
@@ -79,10 +99,12 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(results))
 
 
-def _crop(rgb, face, border):
+def _crop(rgb, face, border, scale=1.0):
+    """The served crop at native size; ``scale`` widens (> 1) or tightens (< 1) it about its centre."""
     import math
     from agegender.serving.faces import crop_box
     cx, cy, side, angle = crop_box(face)
+    side *= scale
     native = max(1, int(round(side)))
     s = native / side
     rad = math.radians(angle)
