@@ -13,6 +13,7 @@ sys.path.insert(0, str(REPO / "research" / "probes"))
 sys.path.append(str(REPO / "benchmarks"))  # the helpers the probes share with the benchmarks (_splits, _timing, ...)
 
 import age_readout  # noqa: E402
+import detail_cap  # noqa: E402
 import ensemble_probe  # noqa: E402
 import face_descriptor_probe  # noqa: E402
 import gender_disagreements  # noqa: E402
@@ -279,3 +280,22 @@ def test_committed_recipe_tables_are_what_their_cards_give(page):
     assert recipe_ablation.BLOCK.search(text), f"{page} lost its generated table"
     assert recipe_ablation.regenerated(text) == text, (
         f"{page}: stale table; run `python research/probes/recipe_ablation.py --update {page}`")
+
+
+def test_detail_cap_probe_keeps_grayscale_and_colour_shapes_and_only_removes_detail():
+    rng = np.random.default_rng(0)
+    for channels in (1, 3):
+        images = rng.integers(0, 256, size=(2, 128, 128, channels), dtype=np.uint8)
+        out = detail_cap.capped(images, 64)
+        assert out.shape == images.shape  # OpenCV drops a grayscale channel axis; the probe must not
+        assert abs(float(out.mean()) - float(images.mean())) < 1.0  # the same picture ...
+        assert out.std() < 0.7 * images.std()  # ... with less of its pixel-level noise
+    assert detail_cap.capped(images, None) is images
+
+
+def test_domain_gap_figure_is_drawn_from_the_points(tmp_path):
+    points = [{"model": "a", "cap": None, "val_bias": -0.1, "fgnet_bias": 4.2},
+              {"model": "a", "cap": 80, "val_bias": -0.6, "fgnet_bias": 3.8},
+              {"model": "b", "cap": 80, "val_bias": -0.5, "fgnet_bias": 3.9}]
+    detail_cap.plot_gap(points, str(tmp_path / "gap.png"))
+    assert (tmp_path / "gap.png").stat().st_size > 10_000
