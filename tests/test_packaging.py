@@ -58,3 +58,18 @@ def test_pyproject_requirements_and_lock_agree():
     for name, version in declared.items():
         assert listed[name] == version, f"{name}: {version} in pyproject.toml, {listed[name]} in requirements.txt"
         assert locked.get(name) == version, f"{name}=={version} in pyproject.toml, {locked.get(name)} in the lock"
+
+
+def test_runtime_size_splits_the_installed_packages_by_what_needs_them():
+    """scripts/runtime_size.py (docs/runtime.md): the CLI's packages and the app's are disjoint and both measured."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("runtime_size", REPO / "scripts" / "runtime_size.py")
+    runtime_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime_size)
+    cli = runtime_size.closure(runtime_size.CLI)
+    app = runtime_size.closure(runtime_size.CLI + runtime_size.APP) - cli
+    assert {"numpy", "opencv-python-headless", "pillow", "ai-edge-litert"} <= cli
+    assert {"streamlit", "pandas", "pyarrow"} <= app and not cli & app
+    assert "tensorflow" not in cli  # LiteRT serves without it
+    assert runtime_size.size("numpy") > 10e6
