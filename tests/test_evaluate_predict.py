@@ -338,6 +338,18 @@ def test_annotating_a_folder_names_each_copy_after_its_own_image(tiny_model, bad
     assert all(Path(r["annotated"]).is_file() for r in results)
 
 
+def test_photos_of_one_name_in_two_folders_get_an_annotated_copy_each(tiny_model, bad_folder, good_names, tmp_path):
+    from agegender.serving.predict import Predictor
+
+    for folder, name in (("a", good_names[0]), ("b", good_names[1])):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "photo.jpg").write_bytes((bad_folder / name).read_bytes())
+    results = Predictor.load(tiny_model.path).predict_files([tmp_path / "a", tmp_path / "b"], aligned=True,
+                                                            annotate_dir=tmp_path / "ann")
+    assert [Path(r["annotated"]).name for r in results] == ["photo_annotated.jpg", "photo_annotated-2.jpg"]
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["photo_annotated-2.jpg", "photo_annotated.jpg"]
+
+
 def test_photos_are_predicted_a_chunk_at_a_time_with_the_same_results(tiny_model, bad_folder, good_names,
                                                                        monkeypatch, tmp_path):
     """A folder is read in chunks (memory holds one chunk) and every photo keeps its own result, in order."""

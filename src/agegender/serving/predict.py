@@ -144,12 +144,13 @@ class Predictor:
         """
         paths = expand_folders(paths)
         results: list[dict[str, Any]] = []
+        written: set[str] = set()  # annotated copies' names so far: photos of one name in two folders keep both
         for start in range(0, len(paths), PHOTOS_PER_CHUNK):
-            results += self._predict_chunk(paths[start:start + PHOTOS_PER_CHUNK], aligned, annotate_dir)
+            results += self._predict_chunk(paths[start:start + PHOTOS_PER_CHUNK], aligned, annotate_dir, written)
         return results
 
     def _predict_chunk(self, paths: Sequence[str | os.PathLike], aligned: bool,
-                       annotate_dir: str | os.PathLike | None) -> list[dict[str, Any]]:
+                       annotate_dir: str | os.PathLike | None, written: set[str]) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
         owners: list[tuple[int, list[int]]] = []
@@ -180,7 +181,7 @@ class Predictor:
             Path(annotate_dir).mkdir(parents=True, exist_ok=True)
             for index, image in images.items():
                 faces = [prediction for (owner, _), prediction in zip(owners, predictions) if owner == index]
-                out = Path(annotate_dir) / f"{Path(paths[index]).stem}_annotated.jpg"
+                out = Path(annotate_dir) / _annotated_name(Path(paths[index]).stem, written)
                 annotate(image, faces, self.gender_confidence).save(out, quality=92)
                 results[index]["annotated"] = str(out)
         return results
@@ -189,6 +190,16 @@ class Predictor:
         p_female = prediction.gender_probability if prediction.gender == "female" else 1 - prediction.gender_probability
         call = self.gender_confidence.call(p_female)
         return {**prediction.to_dict(), "gender_shown": call.gender, "gender_confidence": round(call.confidence, 3)}
+
+
+def _annotated_name(stem: str, written: set[str]) -> str:
+    """``STEM_annotated.jpg``, or ``STEM_annotated-2.jpg``, ... if an earlier photo of the run took that name."""
+    name, number = f"{stem}_annotated.jpg", 1
+    while name in written:
+        number += 1
+        name = f"{stem}_annotated-{number}.jpg"
+    written.add(name)
+    return name
 
 
 def format_results(results: list[dict[str, Any]]) -> str:
