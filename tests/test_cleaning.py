@@ -65,3 +65,32 @@ def test_a_list_naming_val_or_test_faces_is_refused(tiny_folder, tmp_path):
     config = TrainConfig(model="seed_cnn", image_size=32, color_mode="rgb", exclude_faces=str(listed))
     with pytest.raises(FaceListError, match="only training faces may be left out"):
         load_arrays(config, tiny_folder, decode=())
+
+
+def test_flag_labels_lists_the_training_faces_the_model_contradicts(tiny_model, tmp_path, capsys):
+    """`agegender flag-labels` writes a list `exclude_faces` reads, with the model's hash and the command on top."""
+    from agegender.cli import main
+    from agegender.data.preprocess import load_split_arrays
+    from agegender.serving.inference import predict_arrays, tta_settings
+    from agegender.serving.modelio import file_sha256, input_resize, load_serving_model
+
+    out = tmp_path / "flags.txt"
+    args = ["flag-labels", "--model", str(tiny_model.path), "--data", str(tiny_model.folder), "--out", str(out)]
+    assert main([*args, "--threshold", "0.55"]) == 0
+    names, _ = read_face_list(out)  # what a run's exclude_faces reads
+    header = [line for line in out.read_text().splitlines() if line.startswith("#")]
+    assert f"# model sha256 {file_sha256(tiny_model.path)}" in header
+    assert any("command: agegender flag-labels" in line and "--threshold 0.55" in line for line in header)
+    # exactly the training faces whose label the model gives less than 45 % (recomputed here)
+    frame = load_utkface(tiny_model.folder)
+    train = frame[frame["split"] == "train"]
+    model, card = load_serving_model(tiny_model.path)
+    images, rows, _ = load_split_arrays(train, card["input"]["image_size"], card["input"]["color_mode"],
+                                        resize=input_resize(card), progress=False)
+    p_female = predict_arrays(model, images, **tta_settings(card))["p_female"]
+    p_other = np.where(rows["gender"].to_numpy() == 1, 1 - p_female, p_female)
+    assert names == set(rows["filename"].to_numpy()[p_other > 0.55]) and names
+    assert f"{len(names)} of {len(rows)} training faces" in capsys.readouterr().out
+
+    assert main([*args, "--threshold", "1.2"]) == 2
+    assert "--threshold must be in [0.5, 1)" in capsys.readouterr().err

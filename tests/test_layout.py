@@ -120,4 +120,4 @@ def test_the_names_people_import_are_where_they_were():
     commands = next(action.choices for action in build_parser()._actions
                     if isinstance(action, argparse._SubParsersAction))
     assert set(commands) == {"train", "train-vgg16", "add-descriptor", "cap-detail", "evaluate", "calibrate-gender",
-                             "promote", "export", "predict", "predict-batch"}
+                             "flag-labels", "promote", "export", "predict", "predict-batch"}

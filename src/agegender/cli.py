@@ -1,5 +1,5 @@
-"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | calibrate-gender | export |
-promote | predict | predict-batch``."""
+"""Command line: ``agegender train | train-vgg16 | add-descriptor | cap-detail | evaluate | calibrate-gender |
+flag-labels | export | promote | predict | predict-batch``."""
 
 from __future__ import annotations
 
@@ -173,6 +173,16 @@ def _calibrate_gender(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag_labels(args: argparse.Namespace) -> int:
+    from .training.flag_labels import flag_label_errors
+
+    flagged = flag_label_errors(args.out, model_path=args.model, data_dir=args.data, threshold=args.threshold,
+                                progress=True)
+    print("\n".join(flagged.header))
+    print(f"written to {flagged.path}; leave them out of a run with --set exclude_faces={args.out}")
+    return 0
+
+
 def _promote(args: argparse.Namespace) -> int:
     from .serving.promote import promote
 
@@ -316,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accuracy the faces given a gender must reach in every age band on val (default 0.95)")
     p.add_argument("--dry-run", action="store_true", help="print the figures, do not write the card")
     p.set_defaults(func=_calibrate_gender)
+
+    p = sub.add_parser("flag-labels",
+                       help="list the training faces whose gender label a trained model still confidently "
+                            "contradicts (likely label errors), for the training setting exclude_faces")
+    p.add_argument("--model", help="a model trained on the folder's training split (default: models/agenet.keras)")
+    p.add_argument("--data", help="the UTKFace folder (default: $UTKFACE_DIR, data/UTKFace, data/sample)")
+    p.add_argument("--threshold", type=float, default=0.8,
+                   help="P(the other gender) above which a face is listed (0.5-1; default 0.8)")
+    p.add_argument("--out", required=True, help="the list to write, e.g. data/label_flags/agenet_gender_0.8.txt")
+    p.set_defaults(func=_flag_labels)
 
     p = sub.add_parser("promote", help="make a trained model (a run folder or its .keras file) a shipped one in models/")
     p.add_argument("source", help="a run folder (runs/NAME/) or the .keras file a run wrote")

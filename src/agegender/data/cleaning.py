@@ -3,7 +3,7 @@
 UTKFace's gender labels are wrong for about 1 % of the faces, often in series labelled seconds apart
 (``research/results/gender_disagreements.md``). A model trained on the training split fits most labels,
 right or wrong; the training faces it still confidently contradicts are the likeliest label errors. A list of
-them (``research/probes/flag_label_errors.py`` writes one) can be left out of a later run with the training setting
+them (``agegender flag-labels`` writes one) can be left out of a later run with the training setting
 ``exclude_faces``. Only the training split is ever cleaned: val and test keep every face, so figures stay
 comparable with every other run.
 """
@@ -29,7 +29,7 @@ def read_face_list(path: str | os.PathLike) -> tuple[set[str], str]:
     path = project_path(path)
     if not path.is_file():
         raise FaceListError(f"list of faces to leave out {path} not found; write it with "
-                            "research/probes/flag_label_errors.py")
+                            "agegender flag-labels")
     text = path.read_text(encoding="utf-8")
     names = {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
     if not names:
