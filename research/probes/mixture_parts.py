@@ -23,13 +23,24 @@ def medians(dist: np.ndarray) -> np.ndarray:
     return (np.cumsum(dist, axis=-1) < 0.5).sum(axis=-1).astype(float)
 
 
+def mixture_parts(model: keras.Model) -> keras.Model:
+    """A model giving AgeNet's and the heads' age distributions (the two inputs of the mixture), also for a model
+    whose detail cap wraps the descriptor model (``agegender cap-detail``: image -> DetailCap -> inner model)."""
+    inputs = model.get_layer("age_dist").input
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+        return keras.Model(model.input, inputs)
+    inner = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    capped = model.get_layer("detail_cap")(model.input)
+    return keras.Model(model.input, mixture_parts(inner)(capped))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("fgnet")
     parser.add_argument("--model", default="models/agenet.keras")
     args = parser.parse_args()
     model, card = load_model(args.model)
-    parts = keras.Model(model.input, model.get_layer("age_dist").input)
+    parts = mixture_parts(model)
     predictor = Predictor.load(args.model)
     crops, fg_ages = model_inputs(predictor, args.fgnet)
     frame = load_utkface()
