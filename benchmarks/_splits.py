@@ -10,7 +10,7 @@ import pandas as pd
 
 from agegender.data import load_utkface
 from agegender.data.preprocess import load_split_arrays
-from agegender.serving.inference import predict_arrays, tta_settings
+from agegender.serving.inference import predict_frame
 from agegender.serving.modelio import input_resize, load_serving_model
 
 
@@ -31,8 +31,7 @@ def predict_model_splits(model, card: dict, splits: tuple[str, ...] = ("val", "t
     frame = load_utkface()
     result = {}
     for split in splits:
-        images, rows = split_arrays(card, frame, split)
-        pred = predict_arrays(model, images, **tta_settings(card))
+        rows, pred, _ = predict_frame(model, card, frame[frame["split"] == split])
         result[split] = {"filename": rows["filename"].to_numpy(), "age": rows["age"].to_numpy(), "gender": rows["gender"].to_numpy(),
                          "pred_age": pred["age"], "p_female": pred["p_female"],
                          **({"age_dist": pred["age_dist"]} if "age_dist" in pred else {})}

@@ -94,3 +94,9 @@ def test_flag_labels_lists_the_training_faces_the_model_contradicts(tiny_model, 
 
     assert main([*args, "--threshold", "1.2"]) == 2
     assert "--threshold must be in [0.5, 1)" in capsys.readouterr().err
+    other = tmp_path / "other"  # a folder the model was not trained on: its verdicts would mean nothing there
+    other.mkdir()
+    for path in sorted(tiny_model.folder.iterdir())[:40]:
+        (other / path.name).write_bytes(path.read_bytes())
+    assert main(["flag-labels", "--model", str(tiny_model.path), "--data", str(other), "--out", str(out)]) == 2
+    assert "was trained on other data" in capsys.readouterr().err

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import AGE_BANDS, AGE_DECADES, GENDERS, MB, RACES
-from ..serving.inference import (RANGE_QUANTILES, RANGE_TAIL, age_ranges, card_range_quantiles, predict_arrays,
-                                 tta_settings)
+from ..serving.inference import RANGE_QUANTILES, RANGE_TAIL, age_ranges, card_range_quantiles
 
 #: The quantiles a calibration chooses from, per tail (a grid: the ranges are whole years, so coverage moves in steps).
 LOW_QUANTILES = tuple(round(0.005 * i, 3) for i in range(1, 61))       # 0.005 ... 0.300
@@ -173,22 +172,19 @@ def evaluate_folder(folder: str | os.PathLike | None, model_path: str | os.PathL
     callers that plot them (notebook 04) don't decode and predict the split again.
     """
     from ..config import default_model_path, resolve_data_dir
-    from ..data.preprocess import load_split_arrays
     from ..data.utkface import SkipReport, dataset_fingerprint, load_utkface
-    from ..serving.modelio import input_resize, load_serving_model
+    from ..serving.inference import predict_frame
+    from ..serving.modelio import load_serving_model
 
     model_path = model_path or default_model_path()
     model, card = load_serving_model(model_path, prefer_tflite=False)  # x.tflite evaluates the export
-    spec = card["input"]
     report = SkipReport()
     frame = load_utkface(folder, report=report)
     train = frame[frame["split"] == "train"]
     subset = frame if use_all else frame[frame["split"] == "test"]
     if subset.empty:
         raise ValueError("no test-split images in this folder; use --all to evaluate on all of it")
-    images, rows, errors = load_split_arrays(subset, spec["image_size"], spec["color_mode"],
-                                            resize=input_resize(card), progress=False)
-    preds = predict_arrays(model, images, batch_size=batch_size, **tta_settings(card))
+    rows, preds, errors = predict_frame(model, card, subset, batch_size=batch_size)
     metrics = evaluate_predictions(rows, preds["age"], preds["p_female"],
                                    train["age"].to_numpy() if not use_all and len(train) else None,
                                    train["gender"].to_numpy() if not use_all and len(train) else None,

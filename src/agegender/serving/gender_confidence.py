@@ -288,24 +288,21 @@ def calibrate_model(path: str | os.PathLike, folder: str | os.PathLike | None = 
     """The ``gender_confidence`` section for the model at ``path``, as the app serves it (its TFLite export when
     the card records one made from this file), measured on the val and test splits of the data it was trained on."""
     from ..config import resolve_data_dir
-    from ..data.preprocess import load_split_arrays
     from ..data.utkface import dataset_fingerprint, load_utkface
-    from .inference import predict_arrays, tta_settings
-    from .modelio import input_resize, load_serving_model, require_same_data, require_train_fit
+    from .inference import predict_frame
+    from .modelio import load_serving_model, require_same_data, require_train_fit
 
     path = Path(path)
     model, card = load_serving_model(path)
     require_train_fit(card, path, "the gender threshold")
     frame = load_utkface(folder)
     require_same_data(card, path, {"fingerprint": dataset_fingerprint(frame), "folder": str(resolve_data_dir(folder))})
-    spec = card["input"]
     preds = {}
     for split in ("val", "test"):
         part = frame[frame["split"] == split]
         if part.empty:
             raise ValueError(f"the {split} split of {resolve_data_dir(folder)} is empty")
-        images, rows, _ = load_split_arrays(part, spec["image_size"], spec["color_mode"], resize=input_resize(card))
-        out = predict_arrays(model, images, **tta_settings(card))
+        rows, out, _ = predict_frame(model, card, part, progress=True)
         preds[split] = (out["p_female"], rows["gender"].to_numpy() == 1, rows["age"].to_numpy())
     section = fit_and_report(*preds["val"], test_p=preds["test"][0], test_female=preds["test"][1],
                              test_ages=preds["test"][2], method=method, target=target)

@@ -81,6 +81,19 @@ def predict_arrays(model: "keras.Model | TFLiteModel", images: np.ndarray, *, ba
 _COMPILED: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
 
 
+def predict_frame(model: "keras.Model | TFLiteModel", card: dict, frame, *, batch_size: int = 256,
+                  progress: bool = False):
+    """The faces of ``frame`` (rows of :func:`agegender.data.load_utkface`) decoded and predicted as ``card`` serves
+    them (input size, colour, resize, test-time views): ``(rows that decoded, predictions, decoding errors)``."""
+    from ..data.preprocess import load_split_arrays
+    from .modelio import input_resize
+
+    spec = card["input"]
+    images, rows, errors = load_split_arrays(frame, spec["image_size"], spec["color_mode"], resize=input_resize(card),
+                                             progress=progress)
+    return rows, predict_arrays(model, images, batch_size=batch_size, **tta_settings(card)), errors
+
+
 def _inference_function(model: keras.Model):
     """``model(x, training=False)`` compiled once per model (any batch size), numpy in and out.
 

@@ -172,13 +172,14 @@ def require_train_fit(card: dict, path: str | os.PathLike, chosen: str) -> None:
                          "chosen on val")
 
 
-def require_same_data(card: dict, path: str | os.PathLike, data_info: dict) -> None:
-    """Refuse a model trained on other data than the folder just loaded (``data_info`` of ``load_arrays``): its
-    val and test splits would not be the faces it never saw."""
+def require_same_data(card: dict, path: str | os.PathLike, data_info: dict,
+                      why: str = "its val and test splits would not be the ones it never saw") -> None:
+    """Refuse a model trained on other data than the folder just loaded (``data_info``: its ``fingerprint`` and
+    ``folder``, as ``load_arrays`` gives them); ``why`` says what would go wrong."""
     trained_on = card.get("data", {}).get("fingerprint")
     if data_info["fingerprint"] != trained_on:
         raise ValueError(f"{path} was trained on other data (fingerprint {trained_on}) than {data_info['folder']} "
-                         f"({data_info['fingerprint']}); its val and test splits would not be the ones it never saw")
+                         f"({data_info['fingerprint']}); {why}")
 
 
 def load_model(path: str | os.PathLike, *, compile: bool = False) -> tuple[keras.Model, dict]:

@@ -170,8 +170,10 @@ class Predictor:
             crops.extend(faces)
             owners.extend((index, box) for box in boxes)
         predictions = self.predict_crops(np.stack(crops), [b for _, b in owners]) if crops else []
+        faces_of: dict[int, list[FacePrediction]] = {}
         for (index, _), prediction in zip(owners, predictions):
             results[index]["faces"].append(self._face_result(prediction))
+            faces_of.setdefault(index, []).append(prediction)
         for result in results:
             if "faces" in result and not result["faces"]:
                 result["note"] = "no face found"
@@ -180,9 +182,8 @@ class Predictor:
 
             Path(annotate_dir).mkdir(parents=True, exist_ok=True)
             for index, image in images.items():
-                faces = [prediction for (owner, _), prediction in zip(owners, predictions) if owner == index]
                 out = Path(annotate_dir) / _annotated_name(Path(paths[index]).stem, written)
-                annotate(image, faces, self.gender_confidence).save(out, quality=92)
+                annotate(image, faces_of.get(index, []), self.gender_confidence).save(out, quality=92)
                 results[index]["annotated"] = str(out)
         return results
 

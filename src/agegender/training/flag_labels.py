@@ -34,22 +34,24 @@ def flag_label_errors(out: str | os.PathLike, *, model_path: str | os.PathLike |
                       progress: bool = False) -> FlaggedFaces:
     """Predict the training split with ``model_path`` (served as its card says) and write the faces whose label it
     contradicts with P(other gender) > ``threshold`` to ``out``."""
+    from ..config import resolve_data_dir
     from ..data import load_utkface
-    from ..data.preprocess import load_split_arrays
-    from ..serving.inference import predict_arrays, tta_settings
-    from ..serving.modelio import file_sha256, input_resize, load_serving_model
+    from ..data.utkface import dataset_fingerprint
+    from ..serving.inference import predict_frame
+    from ..serving.modelio import file_sha256, load_serving_model, require_same_data
 
     model_path = Path(model_path or default_model_path()).resolve()
     if not 0.5 <= threshold < 1.0:  # before the model is loaded and the split predicted
         raise ValueError(f"--threshold must be in [0.5, 1), got {threshold}")
     model, card = load_serving_model(model_path)
     frame = load_utkface(data_dir)
+    require_same_data(card, model_path, {"fingerprint": dataset_fingerprint(frame), "folder": resolve_data_dir(data_dir)},
+                      why="flag a folder's training faces with a model trained on them (agegender train)")
     train = frame[frame["split"] == "train"]
     if train.empty:
         raise ValueError("the UTKFace folder has no training faces to flag")
-    images, rows, _ = load_split_arrays(train, card["input"]["image_size"], card["input"]["color_mode"],
-                                        resize=input_resize(card), progress=progress)
-    p_female = predict_arrays(model, images, **tta_settings(card))["p_female"]
+    rows, preds, _ = predict_frame(model, card, train, progress=progress)
+    p_female = preds["p_female"]
     genders, ages = rows["gender"].to_numpy(), rows["age"].to_numpy()
     names = contradicted_faces(rows["filename"].to_numpy(), genders, p_female, threshold)
     listed = np.isin(rows["filename"].to_numpy(), names)
